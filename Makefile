@@ -1,0 +1,32 @@
+# The README's two commands: `make demo` and `make test`. Both set everything up first.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+STAMP := $(VENV)/.arspine-installed
+OUT ?= demo-out
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml scripts/setup_system.sh
+	bash scripts/setup_system.sh "$(PY)"
+	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip "setuptools>=68" wheel
+	$(VENV)/bin/python -m pip install --quiet -e '.[viewer,notebooks,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/arspine demo --out $(OUT)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do $(VENV)/bin/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info $(OUT)

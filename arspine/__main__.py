@@ -1,0 +1,5 @@
+import sys
+
+from arspine.cli import main
+
+sys.exit(main())

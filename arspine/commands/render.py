@@ -1,0 +1,17 @@
+"""`arspine render` (not implemented yet)."""
+
+from __future__ import annotations
+
+import argparse
+
+from arspine.errors import ArspineError
+
+HELP = "render (not implemented yet)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    raise ArspineError("arspine render is not implemented yet")

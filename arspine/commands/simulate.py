@@ -1,0 +1,17 @@
+"""`arspine simulate` (not implemented yet)."""
+
+from __future__ import annotations
+
+import argparse
+
+from arspine.errors import ArspineError
+
+HELP = "simulate (not implemented yet)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    raise ArspineError("arspine simulate is not implemented yet")

@@ -1,0 +1,31 @@
+"""The shared 3D frame and everything that turns registration into guidance.
+
+Eager (numpy only): :class:`RigidTransform`, :class:`FrameGraph`, geometry containers.
+Heavier modules (planning, tools, guidance, session, igtl, export) are imported on first
+attribute access so ``import arspine.navigation`` stays light.
+"""
+
+from arspine.errors import FrameMismatchError
+from arspine.navigation.frames import (
+    FrameGraph,
+    FrameInconsistencyError,
+    FrameNotConnectedError,
+    RigidTransform,
+    parse_transform_name,
+    rotation_angle_deg,
+)
+from arspine.navigation.geometry import Mesh, PointCloud, as_matrix4, as_points
+
+__all__ = [
+    "RigidTransform",
+    "FrameGraph",
+    "FrameMismatchError",
+    "FrameNotConnectedError",
+    "FrameInconsistencyError",
+    "parse_transform_name",
+    "rotation_angle_deg",
+    "Mesh",
+    "PointCloud",
+    "as_points",
+    "as_matrix4",
+]

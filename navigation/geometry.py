@@ -1,0 +1,305 @@
+"""Validated geometry containers shared by every package: points, point clouds, meshes.
+
+numpy only (scipy imported lazily for connected components). Points are ``(N, 3) float64``
+rows in millimetres; the frame they live in is the caller's to state (``PointCloud.frame``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from arspine.errors import InputError
+from arspine.navigation.frames import RigidTransform
+
+__all__ = ["as_points", "as_matrix4", "PointCloud", "Mesh"]
+
+
+def as_points(points: object, name: str = "points", allow_empty: bool = False,
+              min_points: int = 0) -> np.ndarray:
+    """Validate and return ``(N, 3) float64`` points.
+
+    Parameters
+    ----------
+    points : array_like, (N, 3)
+        Points in mm.
+    name : str
+        Argument name used in error messages.
+    allow_empty : bool
+        Accept N == 0.
+    min_points : int
+        Minimum N.
+
+    Raises
+    ------
+    InputError
+        ``"points must be (N, 3), got (3, 100)"``; NaN/inf; too few points.
+    """
+    try:
+        p = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name} must be a numeric (N, 3) array, got "
+                         f"{type(points).__name__}") from exc
+    if p.ndim != 2 or p.shape[1] != 3:
+        raise InputError(f"{name} must be (N, 3), got {p.shape}")
+    if p.shape[0] == 0 and not allow_empty:
+        raise InputError(f"{name} is empty (0 points)")
+    if p.shape[0] < min_points:
+        raise InputError(f"{name} needs at least {min_points} points, got {p.shape[0]}")
+    if not np.all(np.isfinite(p)):
+        bad = int(np.count_nonzero(~np.isfinite(p).all(axis=1)))
+        raise InputError(f"{name} has {bad} rows with NaN or inf of {p.shape[0]}")
+    return np.ascontiguousarray(p)
+
+
+def as_matrix4(matrix: object, name: str = "matrix") -> np.ndarray:
+    """Validate a ``(4, 4)`` finite float64 matrix."""
+    try:
+        m = np.asarray(matrix, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name} must be a 4x4 numeric matrix") from exc
+    if m.shape != (4, 4):
+        raise InputError(f"{name} must be 4x4, got shape {m.shape}")
+    if not np.all(np.isfinite(m)):
+        raise InputError(f"{name} has NaN or inf")
+    return m
+
+
+def _optional_rows(arr: object, n: int, name: str, cols: int = 3) -> np.ndarray | None:
+    if arr is None:
+        return None
+    a = np.asarray(arr, dtype=np.float64)
+    if a.shape != (n, cols):
+        raise InputError(f"{name} must be ({n}, {cols}) to match the points, got {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise InputError(f"{name} has NaN or inf")
+    return a
+
+
+@dataclass(frozen=True)
+class PointCloud:
+    """Points with optional per-point normals, colours and labels.
+
+    Attributes
+    ----------
+    points : (N, 3) float64, mm
+    normals : (N, 3) float64 unit vectors, or None
+    colors : (N, 3) float64 in [0, 1], or None
+    labels : (N,) int, or None (e.g. what a simulated ray hit)
+    frame : str
+        Frame the points are in (``"sensor"`` for scans, ``"ct"`` for models).
+    """
+
+    points: np.ndarray
+    normals: np.ndarray | None = None
+    colors: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    frame: str = "sensor"
+
+    def __post_init__(self):
+        p = as_points(self.points, "points", allow_empty=True)
+        object.__setattr__(self, "points", p)
+        object.__setattr__(self, "normals", _optional_rows(self.normals, len(p), "normals"))
+        object.__setattr__(self, "colors", _optional_rows(self.colors, len(p), "colors"))
+        if self.labels is not None:
+            lab = np.asarray(self.labels)
+            if lab.shape != (len(p),):
+                raise InputError(f"labels must be ({len(p)},), got {lab.shape}")
+            object.__setattr__(self, "labels", lab)
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def transformed(self, transform: RigidTransform) -> PointCloud:
+        """The cloud mapped by ``transform`` (whose ``from_frame`` must be this frame)."""
+        if transform.from_frame != self.frame:
+            raise InputError(f"transform {transform.name} does not apply to points in frame "
+                             f"'{self.frame}'")
+        n = None if self.normals is None else transform.apply_vectors(self.normals)
+        return replace(self, points=transform.apply(self.points), normals=n,
+                       frame=transform.to_frame)
+
+    def select(self, mask_or_index: object) -> PointCloud:
+        """Subset by boolean mask or index array."""
+        idx = np.asarray(mask_or_index)
+
+        def sub(a):
+            return None if a is None else a[idx]
+        return replace(self, points=self.points[idx], normals=sub(self.normals),
+                       colors=sub(self.colors), labels=sub(self.labels))
+
+
+@dataclass(frozen=True)
+class Mesh:
+    """A triangle mesh in millimetres.
+
+    Attributes
+    ----------
+    vertices : (V, 3) float64, mm
+    faces : (F, 3) int64 vertex indices
+    normals : (V, 3) float64 vertex normals, or None
+    name : str or None
+        Vertebra name (``"L3"``) or another label.
+    frame : str
+        Frame of the vertices (``"ct"`` for surfaces extracted from a CT).
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    normals: np.ndarray | None = None
+    name: str | None = None
+    frame: str = "ct"
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        v = as_points(self.vertices, "vertices", allow_empty=True)
+        f = np.asarray(self.faces)
+        if f.size == 0:
+            f = np.zeros((0, 3), dtype=np.int64)
+        if f.ndim != 2 or f.shape[1] != 3:
+            raise InputError(f"faces must be (F, 3), got {f.shape}")
+        if not np.issubdtype(f.dtype, np.integer):
+            if not np.all(np.mod(f, 1) == 0):
+                raise InputError("faces must hold integer vertex indices")
+        f = f.astype(np.int64)
+        if f.size and (f.min() < 0 or f.max() >= len(v)):
+            raise InputError(f"faces index vertices 0..{len(v) - 1}, got indices "
+                             f"{int(f.min())}..{int(f.max())}")
+        object.__setattr__(self, "vertices", v)
+        object.__setattr__(self, "faces", f)
+        object.__setattr__(self, "normals", _optional_rows(self.normals, len(v), "normals"))
+
+    @property
+    def n_vertices(self) -> int:
+        return len(self.vertices)
+
+    @property
+    def n_faces(self) -> int:
+        return len(self.faces)
+
+    def face_normals(self) -> np.ndarray:
+        """(F, 3) unit face normals (right-hand rule on the vertex order)."""
+        tri = self.vertices[self.faces]
+        n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        norm = np.linalg.norm(n, axis=1, keepdims=True)
+        return n / np.maximum(norm, 1e-30)
+
+    def vertex_normals(self) -> np.ndarray:
+        """(V, 3) area-weighted unit vertex normals (computed when not stored)."""
+        if self.normals is not None:
+            return self.normals
+        tri = self.vertices[self.faces]
+        fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        vn = np.zeros_like(self.vertices)
+        for k in range(3):
+            np.add.at(vn, self.faces[:, k], fn)
+        return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-30)
+
+    def area(self) -> float:
+        """Surface area in mm^2."""
+        tri = self.vertices[self.faces]
+        return float(0.5 * np.linalg.norm(
+            np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1).sum())
+
+    def enclosed_volume(self) -> float:
+        """Signed enclosed volume in mm^3 (divergence theorem; positive for outward faces)."""
+        tri = self.vertices[self.faces]
+        return float(np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() / 6)
+
+    def centroid(self) -> np.ndarray:
+        """(3,) centroid of the enclosed solid, mm (not the vertex mean).
+
+        Falls back to the area-weighted surface centroid for open or degenerate meshes.
+        """
+        tri = self.vertices[self.faces]
+        if len(tri) == 0:
+            return self.vertices.mean(axis=0) if len(self.vertices) else np.zeros(3)
+        # Tetrahedra against a point near the mesh keep the sum well conditioned.
+        o = self.vertices.mean(axis=0)
+        a, b, c = tri[:, 0] - o, tri[:, 1] - o, tri[:, 2] - o
+        vol = np.einsum("ij,ij->i", a, np.cross(b, c)) / 6.0
+        total = vol.sum()
+        if abs(total) > 1e-9 * max(1.0, self.area()) ** 1.5:
+            return o + (vol[:, None] * (a + b + c) / 4.0).sum(axis=0) / total
+        areas = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+        return o + (areas[:, None] * (a + b + c) / 3.0).sum(axis=0) / max(areas.sum(), 1e-30)
+
+    def principal_axes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Principal axes of the surface (area-weighted).
+
+        Returns
+        -------
+        axes : (3, 3) rows are unit axes, largest extent first
+        std_mm : (3,) standard deviation along each axis
+        """
+        tri = self.vertices[self.faces]
+        if len(tri) == 0:
+            pts, w = self.vertices, np.ones(len(self.vertices))
+        else:
+            pts = tri.mean(axis=1)
+            w = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]),
+                                     axis=1)
+        mu = (w[:, None] * pts).sum(0) / w.sum()
+        d = pts - mu
+        cov = (w[:, None] * d).T @ d / w.sum()
+        evals, evecs = np.linalg.eigh(cov)
+        order = np.argsort(evals)[::-1]
+        return evecs[:, order].T, np.sqrt(np.maximum(evals[order], 0))
+
+    def bounds(self) -> np.ndarray:
+        """(2, 3) min and max corner, mm."""
+        return np.stack([self.vertices.min(axis=0), self.vertices.max(axis=0)])
+
+    def transformed(self, transform: RigidTransform) -> Mesh:
+        """The mesh mapped by ``transform`` (whose ``from_frame`` must be this frame)."""
+        if transform.from_frame != self.frame:
+            raise InputError(f"transform {transform.name} does not apply to a mesh in frame "
+                             f"'{self.frame}'")
+        n = None if self.normals is None else transform.apply_vectors(self.normals)
+        return replace(self, vertices=transform.apply(self.vertices), normals=n,
+                       frame=transform.to_frame)
+
+    def connected_components(self) -> list[Mesh]:
+        """Split into connected components (shared vertices), largest first."""
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        n = len(self.vertices)
+        f = self.faces
+        rows = np.concatenate([f[:, 0], f[:, 1], f[:, 2]])
+        cols = np.concatenate([f[:, 1], f[:, 2], f[:, 0]])
+        adj = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+        ncomp, lab = connected_components(adj, directed=False)
+        parts = []
+        for c in range(ncomp):
+            vmask = lab == c
+            fmask = vmask[f[:, 0]]
+            if not fmask.any():
+                continue
+            remap = -np.ones(n, dtype=np.int64)
+            remap[vmask] = np.arange(int(vmask.sum()))
+            nrm = None if self.normals is None else self.normals[vmask]
+            parts.append(replace(self, vertices=self.vertices[vmask],
+                                 faces=remap[f[fmask]], normals=nrm))
+        parts.sort(key=lambda m: -m.n_faces)
+        return parts
+
+    def sample_points(self, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Area-uniform random surface samples.
+
+        Returns
+        -------
+        points : (n, 3) mm, normals : (n, 3) face normals at the samples.
+        """
+        rng = np.random.default_rng(seed)
+        tri = self.vertices[self.faces]
+        areas = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]),
+                                     axis=1)
+        idx = rng.choice(len(tri), size=n, p=areas / areas.sum())
+        u, v = rng.random(n), rng.random(n)
+        flip = u + v > 1
+        u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
+        t = tri[idx]
+        pts = t[:, 0] + u[:, None] * (t[:, 1] - t[:, 0]) + v[:, None] * (t[:, 2] - t[:, 0])
+        return pts, self.face_normals()[idx]
