@@ -28,4 +28,21 @@ __all__ = [
     "PointCloud",
     "as_points",
     "as_matrix4",
+    "plan",
+    "tools",
+    "guidance",
+    "session",
+    "igtl",
+    "export",
 ]
+
+_LAZY_MODULES = ("plan", "tools", "guidance", "session", "igtl", "export")
+
+
+def __getattr__(name: str):
+    # Heavy submodules load on first access so `import arspine.navigation` stays numpy-only.
+    if name in _LAZY_MODULES:
+        import importlib
+
+        return importlib.import_module(f"arspine.navigation.{name}")
+    raise AttributeError(f"module 'arspine.navigation' has no attribute {name!r}")
