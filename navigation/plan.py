@@ -1,0 +1,439 @@
+"""Surgical plan: pedicle screw trajectories, automatic proposal and breach check.
+
+Everything is in the ``ct`` frame (DICOM patient LPS, mm): +x patient left, +y posterior,
++z superior. A trajectory runs from the entry point on the posterior cortex through the
+pedicle into the vertebral body; its tip is ``entry + length * direction``.
+
+:func:`propose_screws` derives the trajectory of each vertebra and side from the anatomy in a
+vertebra label map (see :mod:`arspine.navigation._pedicle`); :func:`check_breach` measures the
+clearance between the screw cylinder and the cortical surface.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from arspine.navigation.geometry import Mesh, as_points
+
+from arspine.errors import InputError
+
+__all__ = [
+    "ScrewTrajectory",
+    "SurgicalPlan",
+    "BreachReport",
+    "CortexIndex",
+    "check_breach",
+    "propose_screws",
+    "SIDES",
+]
+
+SIDES = ("left", "right")
+_LEVEL_RE = re.compile(r"^(C[1-7]|T([1-9]|1[0-2])|L[1-6]|S[1-5])$")
+#: +1 for the patient's left (+x in LPS), -1 for the right.
+_SIDE_SIGN = {"left": 1.0, "right": -1.0}
+
+
+def _point(value: object, name: str) -> np.ndarray:
+    try:
+        p = np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name} must be 3 numbers (mm), got {value!r}") from exc
+    if p.shape != (3,) or not np.all(np.isfinite(p)):
+        raise InputError(f"{name} must be 3 finite numbers (mm), got {value!r}")
+    return p
+
+
+def _positive(value: object, name: str) -> float:
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name} must be a positive number (mm), got {value!r}") from exc
+    if not math.isfinite(v) or v <= 0:
+        raise InputError(f"{name} must be a positive number (mm), got {value!r}")
+    return v
+
+
+@dataclass(frozen=True, eq=False)
+class ScrewTrajectory:
+    """One planned pedicle screw, ``ct`` frame (LPS, mm).
+
+    Parameters
+    ----------
+    vertebra : str
+        Clinical level, ``"L3"``.
+    side : str
+        ``"left"`` or ``"right"`` (the patient's).
+    entry_ct_mm : (3,)
+        Entry point on the posterior cortex, mm.
+    target_ct_mm : (3,)
+        A point on the axis anterior to the entry; the axis runs entry -> target.
+    diameter_mm : float
+        Screw (outer thread) diameter, mm.
+    length_mm : float, optional
+        Screw length, mm; by default ``|target - entry|`` (the target is the tip).
+
+    Trajectories are immutable: :meth:`edited` returns a changed copy.
+    """
+
+    vertebra: str
+    side: str
+    entry_ct_mm: np.ndarray
+    target_ct_mm: np.ndarray
+    diameter_mm: float = 6.5
+    length_mm: float | None = None
+    notes: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        if not isinstance(self.vertebra, str) or not _LEVEL_RE.match(self.vertebra):
+            raise InputError(f"vertebra must be a clinical level name like 'L3', "
+                             f"got {self.vertebra!r}")
+        if self.side not in SIDES:
+            raise InputError(f"side must be 'left' or 'right', got {self.side!r}")
+        e = _point(self.entry_ct_mm, "entry_ct_mm")
+        t = _point(self.target_ct_mm, "target_ct_mm")
+        d = float(np.linalg.norm(t - e))
+        if d < 1e-6:
+            raise InputError("target_ct_mm must differ from entry_ct_mm (the axis is undefined)")
+        object.__setattr__(self, "entry_ct_mm", e)
+        object.__setattr__(self, "target_ct_mm", t)
+        object.__setattr__(self, "diameter_mm", _positive(self.diameter_mm, "diameter_mm"))
+        length = d if self.length_mm is None else _positive(self.length_mm, "length_mm")
+        object.__setattr__(self, "length_mm", length)
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def key(self) -> str:
+        """``"L3_left"``."""
+        return f"{self.vertebra}_{self.side}"
+
+    @property
+    def direction(self) -> np.ndarray:
+        """(3,) unit axis from entry towards target, ``ct`` frame."""
+        d = self.target_ct_mm - self.entry_ct_mm
+        return d / np.linalg.norm(d)
+
+    @property
+    def tip_ct_mm(self) -> np.ndarray:
+        """(3,) screw tip = entry + length * direction, mm."""
+        return self.entry_ct_mm + self.length_mm * self.direction
+
+    @property
+    def radius_mm(self) -> float:
+        return 0.5 * self.diameter_mm
+
+    @property
+    def medial_angle_deg(self) -> float:
+        """Transverse (medial) angulation: angle in the axial plane between the axis and the
+        anterior direction, positive when the screw converges towards the midline."""
+        d = self.direction
+        medial = -_SIDE_SIGN[self.side] * d[0]
+        return math.degrees(math.atan2(medial, -d[1]))
+
+    @property
+    def cranial_angle_deg(self) -> float:
+        """Sagittal angulation: positive when the tip is cranial of the entry."""
+        d = self.direction
+        return math.degrees(math.atan2(d[2], math.hypot(d[0], d[1])))
+
+    def axis_points(self, step_mm: float = 0.5) -> np.ndarray:
+        """(N, 3) points along the axis from entry to tip, mm."""
+        n = max(2, int(math.ceil(self.length_mm / step_mm)) + 1)
+        s = np.linspace(0.0, self.length_mm, n)
+        return self.entry_ct_mm + s[:, None] * self.direction
+
+    def edited(self, **changes) -> ScrewTrajectory:
+        """A copy with some fields changed (``entry_ct_mm``, ``target_ct_mm``,
+        ``diameter_mm``, ``length_mm``); moving the target keeps the length unless given."""
+        return replace(self, **changes)
+
+    # ------------------------------------------------------------------ I/O
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, type(self)):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def to_dict(self) -> dict:
+        return {"vertebra": self.vertebra, "side": self.side,
+                "entry_ct_mm": self.entry_ct_mm.tolist(),
+                "target_ct_mm": self.target_ct_mm.tolist(),
+                "diameter_mm": self.diameter_mm, "length_mm": self.length_mm,
+                "notes": _jsonable(self.notes)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> ScrewTrajectory:
+        try:
+            return cls(d["vertebra"], d["side"], d["entry_ct_mm"], d["target_ct_mm"],
+                       d.get("diameter_mm", 6.5), d.get("length_mm"), dict(d.get("notes", {})))
+        except (KeyError, TypeError) as exc:
+            raise InputError(f"trajectory needs vertebra, side, entry_ct_mm, target_ct_mm; got "
+                             f"{d!r}") from exc
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+class SurgicalPlan:
+    """An editable set of screw trajectories keyed by ``"L3_left"``."""
+
+    def __init__(self, trajectories: Iterable[ScrewTrajectory] = ()):
+        self._items: dict[str, ScrewTrajectory] = {}
+        for t in trajectories:
+            self.add(t)
+
+    def add(self, trajectory: ScrewTrajectory) -> None:
+        """Add or replace the trajectory of its level and side."""
+        if not isinstance(trajectory, ScrewTrajectory):
+            raise InputError(f"trajectory must be a ScrewTrajectory, got "
+                             f"{type(trajectory).__name__}")
+        self._items[trajectory.key] = trajectory
+
+    def remove(self, key: str) -> None:
+        if key not in self._items:
+            raise InputError(f"no trajectory {key!r} in the plan (have {sorted(self._items)})")
+        del self._items[key]
+
+    def __getitem__(self, key: str) -> ScrewTrajectory:
+        try:
+            return self._items[key]
+        except KeyError:
+            raise InputError(f"no trajectory {key!r} in the plan (have {sorted(self._items)})") \
+                from None
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
+
+    def __iter__(self):
+        return iter(self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def keys(self) -> list[str]:
+        return list(self._items)
+
+    def to_dict(self) -> dict:
+        return {"trajectories": [t.to_dict() for t in self._items.values()]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> SurgicalPlan:
+        if not isinstance(d, Mapping):
+            raise InputError(f"plan must be a dict with 'trajectories', got {type(d).__name__}")
+        return cls(ScrewTrajectory.from_dict(t) for t in d.get("trajectories", []))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SurgicalPlan):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"SurgicalPlan({', '.join(self._items)})"
+
+
+class CortexIndex:
+    """Nearest-distance queries to a cortical surface (dense surface samples + k-d tree).
+
+    Parameters
+    ----------
+    surface : Mesh
+        The vertebra's outer (cortical) surface, mm.
+    spacing_mm : float
+        Target spacing of the samples; distances are exact to about half of it.
+    """
+
+    def __init__(self, surface: Mesh, spacing_mm: float = 0.5, max_samples: int = 400_000):
+        from scipy.spatial import cKDTree
+
+        if not isinstance(surface, Mesh) or surface.n_faces == 0:
+            raise InputError(f"surface must be a non-empty Mesh, got {surface!r:.80}")
+        n = int(min(max_samples, max(2000, surface.area() / spacing_mm ** 2)))
+        pts, _ = surface.sample_points(n, seed=0)
+        self.points = np.vstack([surface.vertices, pts])
+        self.frame = surface.frame
+        self.name = surface.name
+        self._tree = cKDTree(self.points)
+
+    def distance(self, points: object) -> np.ndarray:
+        """(N,) distance of each point to the surface, mm."""
+        p = as_points(points, "points")
+        d, _ = self._tree.query(p)
+        return d
+
+
+@dataclass(frozen=True)
+class BreachReport:
+    """Screw-to-cortex clearance of one trajectory.
+
+    Attributes
+    ----------
+    clearance_mm : float
+        Minimum distance from the screw cylinder (radius = diameter / 2) to the cortical
+        surface beyond the entry zone; negative when the screw cuts the cortex.
+    closest_ct_mm : (3,)
+        Cortical point that sets the clearance.
+    outside_fraction : float
+        Fraction of the axis (beyond the entry zone) outside the vertebra (label mask), or NaN
+        when no mask was given.
+    breach : bool
+        True when the clearance is below ``min_clearance_mm`` or any axis sample is outside.
+    warnings : list of str
+    """
+
+    key: str
+    clearance_mm: float
+    closest_ct_mm: np.ndarray
+    outside_fraction: float
+    breach: bool
+    warnings: tuple[str, ...] = ()
+
+
+def _segment_distance(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    ab = b - a
+    s = np.clip((points - a) @ ab / max(float(ab @ ab), 1e-30), 0.0, 1.0)
+    return np.linalg.norm(points - (a + s[:, None] * ab), axis=1)
+
+
+def check_breach(trajectory: ScrewTrajectory, surface: Mesh | CortexIndex,
+                 inside: object | None = None, *, entry_zone_mm: float = 5.0,
+                 min_clearance_mm: float = 0.0) -> BreachReport:
+    """Clearance between the planned screw and the cortical surface.
+
+    The screw is a cylinder of radius ``diameter_mm / 2`` along the axis. The first
+    ``entry_zone_mm`` past the entry pierce the posterior cortex on purpose and are not
+    counted; beyond it every cortical point should stay outside the cylinder.
+
+    Parameters
+    ----------
+    trajectory : ScrewTrajectory
+    surface : Mesh or CortexIndex
+        The vertebra's surface in the ``ct`` frame, mm.
+    inside : callable, optional
+        ``inside(points (N, 3) ct mm) -> (N,) bool``: membership in the vertebra (e.g.
+        :func:`label_inside` of the label map); axis samples outside it are a breach.
+    entry_zone_mm : float
+        Length of axis at the entry excluded from the check, mm.
+    min_clearance_mm : float
+        Required clearance; less is reported as a breach.
+
+    Returns
+    -------
+    BreachReport
+    """
+    index = surface if isinstance(surface, CortexIndex) else CortexIndex(surface)
+    d = trajectory.direction
+    e = trajectory.entry_ct_mm
+    s = (index.points - e) @ d
+    keep = s >= entry_zone_mm
+    a = e + entry_zone_mm * d
+    b = trajectory.tip_ct_mm
+    warnings = []
+    if entry_zone_mm >= trajectory.length_mm or not keep.any():
+        clearance, closest = math.inf, np.full(3, np.nan)
+    else:
+        pts = index.points[keep]
+        dist = _segment_distance(pts, a, b) - trajectory.radius_mm
+        i = int(np.argmin(dist))
+        clearance, closest = float(dist[i]), pts[i]
+    outside = math.nan
+    if inside is not None:
+        axis = trajectory.axis_points(0.5)
+        axis = axis[(axis - e) @ d >= entry_zone_mm]
+        if len(axis):
+            outside = float(1.0 - np.mean(np.asarray(inside(axis), dtype=bool)))
+    breach = clearance < min_clearance_mm or (not math.isnan(outside) and outside > 0)
+    if clearance < min_clearance_mm:
+        warnings.append(f"{trajectory.key}: screw cylinder within {clearance:.1f} mm of the "
+                        f"cortex (required clearance {min_clearance_mm} mm): the screw leaves "
+                        f"the pedicle or the vertebral body")
+    if not math.isnan(outside) and outside > 0:
+        warnings.append(f"{trajectory.key}: {100 * outside:.0f}% of the screw axis lies "
+                        f"outside the vertebra")
+    return BreachReport(trajectory.key, clearance, closest, outside, bool(breach),
+                        tuple(warnings))
+
+
+def propose_screws(ct, labels, levels: Iterable[str] | None = None, *,
+                   sides: Iterable[str] = SIDES, surfaces: Mapping[str, Mesh] | None = None,
+                   progress: bool = False) -> SurgicalPlan:
+    """Propose one pedicle screw per vertebra and side from the anatomy.
+
+    See :func:`arspine.navigation._pedicle.propose_trajectory` for the method.
+
+    Parameters
+    ----------
+    ct : CtVolume
+        The CT (for the voxel-to-``ct`` affine).
+    labels : VertebraLabels
+        Vertebra label map on the CT grid.
+    levels : iterable of str, optional
+        Levels to plan (default: every lumbar and thoracic level present).
+    sides : iterable of str
+    surfaces : mapping of level -> Mesh, optional
+        Cortical surfaces; when given, each trajectory's breach report is stored in
+        ``trajectory.notes["breach"]``.
+
+    Returns
+    -------
+    SurgicalPlan
+    """
+    from arspine.navigation._pedicle import propose_trajectory
+
+    names = list(getattr(labels, "levels", []))
+    if levels is None:
+        levels = [n for n in names if n[0] in "TL"]
+    levels = list(levels)
+    missing = [lv for lv in levels if lv not in names]
+    if missing:
+        raise InputError(f"levels {missing} are not in the label map (present: {names})")
+    sides = list(sides)
+    for s in sides:
+        if s not in SIDES:
+            raise InputError(f"sides must be 'left'/'right', got {s!r}")
+    plan = SurgicalPlan()
+    iterator = levels
+    if progress:
+        from tqdm import tqdm
+        iterator = tqdm(levels, desc="planning", unit="level")
+    for level in iterator:
+        for side in sides:
+            traj = propose_trajectory(labels, level, side, neighbours=names)
+            if surfaces is not None and level in surfaces:
+                rep = check_breach(traj, surfaces[level], inside=label_inside(labels, level))
+                traj = traj.edited(notes=dict(traj.notes, breach={
+                    "clearance_mm": rep.clearance_mm, "outside_fraction": rep.outside_fraction,
+                    "breach": rep.breach, "warnings": list(rep.warnings)}))
+            plan.add(traj)
+    return plan
+
+
+def label_inside(labels, level: str):
+    """``inside(points) -> bool`` for the voxels of ``level`` (nearest voxel), ``ct`` mm."""
+    mask = np.asarray(labels.mask(level), dtype=bool)
+    T_ijk_from_ct = np.linalg.inv(np.asarray(labels.T_ct_from_ijk, dtype=np.float64))
+
+    def inside(points: np.ndarray) -> np.ndarray:
+        p = as_points(points, "points")
+        ijk = np.rint(p @ T_ijk_from_ct[:3, :3].T + T_ijk_from_ct[:3, 3]).astype(np.int64)
+        ok = np.all((ijk >= 0) & (ijk < np.array(mask.shape)), axis=1)
+        out = np.zeros(len(p), dtype=bool)
+        out[ok] = mask[ijk[ok, 0], ijk[ok, 1], ijk[ok, 2]]
+        return out
+
+    return inside
+
+
+__all__.append("label_inside")
