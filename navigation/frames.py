@@ -61,7 +61,8 @@ def _as_matrix(matrix: object, arg: str = "matrix") -> np.ndarray:
     try:
         m = np.array(matrix, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise InputError(f"{arg} must be a 4x4 numeric matrix, got {type(matrix).__name__}") from exc
+        raise InputError(f"{arg} must be a 4x4 numeric matrix, "
+                         f"got {type(matrix).__name__}") from exc
     if m.shape != (4, 4):
         raise InputError(f"{arg} must be 4x4, got shape {m.shape}")
     if not np.all(np.isfinite(m)):
@@ -130,9 +131,16 @@ def _parse_euler_seq(seq: str) -> tuple[list[int], bool]:
 
 
 def rotation_angle_deg(rotation: np.ndarray) -> float:
-    """Angle in degrees of a 3x3 rotation matrix (geodesic distance to identity)."""
-    c = (np.trace(np.asarray(rotation)[:3, :3]) - 1.0) / 2.0
-    return math.degrees(math.acos(max(-1.0, min(1.0, c))))
+    """Angle in degrees of a 3x3 rotation matrix (geodesic distance to identity).
+
+    ``atan2(sin, cos)`` rather than ``acos`` of the trace, which loses half the digits near
+    0 deg (a rounding error of 1e-16 would read as 1e-6 deg).
+    """
+    r = np.asarray(rotation, dtype=np.float64)[:3, :3]
+    c = (np.trace(r) - 1.0) / 2.0
+    s = 0.5 * math.sqrt((r[2, 1] - r[1, 2]) ** 2 + (r[0, 2] - r[2, 0]) ** 2
+                        + (r[1, 0] - r[0, 1]) ** 2)
+    return math.degrees(math.atan2(s, c))
 
 
 class RigidTransform:
@@ -171,9 +179,15 @@ class RigidTransform:
             raise InputError(f"matrix rotation part must have det +1 (a proper rotation), "
                              f"got det {det:.6f}")
         m.setflags(write=False)
-        self._m = m
-        self._to = _check_frame_name(to_frame, "to_frame")
-        self._from = _check_frame_name(from_frame, "from_frame")
+        object.__setattr__(self, "_m", m)
+        object.__setattr__(self, "_to", _check_frame_name(to_frame, "to_frame"))
+        object.__setattr__(self, "_from", _check_frame_name(from_frame, "from_frame"))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"RigidTransform is immutable (cannot set {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"RigidTransform is immutable (cannot delete {name!r})")
 
     # ----------------------------------------------------------------- constructors
     @classmethod

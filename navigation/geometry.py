@@ -89,6 +89,8 @@ class PointCloud:
     labels : (N,) int, or None (e.g. what a simulated ray hit)
     frame : str
         Frame the points are in (``"sensor"`` for scans, ``"ct"`` for models).
+    extra : dict of str -> (N,) array
+        Other per-point values read from a file (intensity, curvature, ...).
     """
 
     points: np.ndarray
@@ -96,6 +98,7 @@ class PointCloud:
     colors: np.ndarray | None = None
     labels: np.ndarray | None = None
     frame: str = "sensor"
+    extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
         p = as_points(self.points, "points", allow_empty=True)
@@ -107,6 +110,13 @@ class PointCloud:
             if lab.shape != (len(p),):
                 raise InputError(f"labels must be ({len(p)},), got {lab.shape}")
             object.__setattr__(self, "labels", lab)
+        extra = {}
+        for k, v in dict(self.extra or {}).items():
+            a = np.asarray(v)
+            if a.shape[:1] != (len(p),):
+                raise InputError(f"extra[{k!r}] must have {len(p)} rows, got {a.shape}")
+            extra[str(k)] = a
+        object.__setattr__(self, "extra", extra)
 
     def __len__(self) -> int:
         return len(self.points)
@@ -127,7 +137,8 @@ class PointCloud:
         def sub(a):
             return None if a is None else a[idx]
         return replace(self, points=self.points[idx], normals=sub(self.normals),
-                       colors=sub(self.colors), labels=sub(self.labels))
+                       colors=sub(self.colors), labels=sub(self.labels),
+                       extra={k: v[idx] for k, v in self.extra.items()})
 
 
 @dataclass(frozen=True)
