@@ -5,6 +5,7 @@ Heavier modules (planning, tools, guidance, session, igtl, export) are imported 
 attribute access so ``import arspine.navigation`` stays light.
 """
 
+from arspine.errors import FrameMismatchError
 from arspine.navigation.frames import (
     FrameGraph,
     FrameInconsistencyError,
@@ -14,8 +15,6 @@ from arspine.navigation.frames import (
     rotation_angle_deg,
 )
 from arspine.navigation.geometry import Mesh, PointCloud, as_matrix4, as_points
-
-from arspine.errors import FrameMismatchError
 
 __all__ = [
     "RigidTransform",

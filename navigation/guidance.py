@@ -13,12 +13,12 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from arspine.errors import InputError
 from arspine.navigation.frames import FrameGraph, RigidTransform
 from arspine.navigation.geometry import Mesh
 from arspine.navigation.plan import CortexIndex, ScrewTrajectory
 from arspine.navigation.tools import ToolDefinition
-
-from arspine.errors import InputError
 
 __all__ = ["Guidance", "Guide", "compute_guidance", "guidance_from_graph"]
 

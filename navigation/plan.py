@@ -17,9 +17,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from arspine.navigation.geometry import Mesh, as_points
 
 from arspine.errors import InputError
+from arspine.navigation.geometry import Mesh, as_points
 
 __all__ = [
     "ScrewTrajectory",

@@ -18,9 +18,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from arspine.navigation.frames import RigidTransform
 
 from arspine.errors import InputError
+from arspine.navigation.frames import RigidTransform
 
 __all__ = [
     "ToolDefinition",

@@ -6,13 +6,13 @@ import math
 
 import numpy as np
 import pytest
+
+from arspine.errors import InputError
 from arspine.navigation.frames import FrameGraph, RigidTransform
 from arspine.navigation.geometry import Mesh
 from arspine.navigation.guidance import Guide, compute_guidance, guidance_from_graph
 from arspine.navigation.plan import ScrewTrajectory, SurgicalPlan, check_breach
 from arspine.navigation.tools import ToolDefinition
-
-from arspine.errors import InputError
 
 
 def uv_sphere(radius=20.0, center=(0, 0, 0), n=48):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from arspine.errors import InputError
 from arspine.navigation.frames import RigidTransform
 from arspine.navigation.tools import (
     POINTER,
@@ -11,8 +13,6 @@ from arspine.navigation.tools import (
     ToolPoseStream,
     pivot_calibration,
 )
-
-from arspine.errors import InputError
 
 
 def _pivot_poses(tip, pivot, rotvecs_deg, noise_mm=0.0, seed=0):
