@@ -1,0 +1,179 @@
+"""The desktop viewer driven by pytest-qt under an Xvfb display the tests start themselves.
+
+One window is loaded once with the real CT (TotalSegmentator example, 8 labelled levels)
+and shared by the tests; each test drives one flow through the command layer.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PyQt5")
+pytest.importorskip("pytestqt")
+
+
+@pytest.fixture(scope="session")
+def xdisplay():
+    """A private Xvfb (Qt's offscreen platform leaves the VTK view empty)."""
+    from arspine.viewer.xvfb import VirtualDisplay
+
+    if shutil.which("Xvfb") is None:
+        if not os.environ.get("DISPLAY"):
+            pytest.skip("neither Xvfb nor a display is available")
+        yield None
+        return
+    from PyQt5.QtWidgets import QApplication
+
+    if QApplication.instance() is not None:
+        pytest.skip("a QApplication already exists on another display")
+    vd = VirtualDisplay(1920, 1200).start()
+    os.environ["QT_QPA_PLATFORM"] = "xcb"
+    yield vd
+    # Qt stays connected until the process ends; Xvfb (-terminate) exits with it
+    vd.release()
+
+
+@pytest.fixture(scope="session")
+def qapp(xdisplay):
+    """pytest-qt's application, created only once the display exists."""
+    from PyQt5.QtWidgets import QApplication
+
+    return QApplication.instance() or QApplication(["arspine-tests"])
+
+
+@pytest.fixture(scope="module")
+def win(qapp, data_dir):
+    from arspine.viewer.app import make_window, wait_loaded
+
+    w = make_window()
+    w.resize(1440, 900)
+    w.show()
+    w.open_path(data_dir / "totalsegmentator" / "example_ct.nii.gz")
+    assert w.loading
+    assert wait_loaded(w, timeout_s=120), w.error_text
+    yield w
+    w.close()
+
+
+def _bone_fraction(qimage, x0, y0, x1, y1) -> float:
+    """Fraction of ivory / highlighted-bone pixels in a rectangle of a screen grab."""
+    from PyQt5.QtGui import QImage
+
+    img = qimage.convertToFormat(QImage.Format_RGB888)
+    w, h, bpl = img.width(), img.height(), img.bytesPerLine()
+    ptr = img.constBits()
+    ptr.setsize(h * bpl)
+    arr = np.frombuffer(ptr, np.uint8).reshape(h, bpl)[:, : 3 * w].reshape(h, w, 3)
+    roi = arr[y0:y1, x0:x1].astype(int)
+    r, g, b = roi[..., 0], roi[..., 1], roi[..., 2]
+    bone = (r > 120) & (g > 100) & (r > b + 25) & (g > b)
+    return float(bone.mean())
+
+
+def test_case_loads_with_levels_and_slices(win):
+    vc = win.case
+    assert vc.ct.shape == (122, 101, 112)
+    assert vc.levels == ["T11", "T12", "L1", "L2", "L3", "L4", "L5", "S1"]
+    assert set(win.level_actors) == set(vc.levels)
+    assert win.level_list.count() == 8
+    assert win.current_level == "L3"
+    # the window meets the minimum size and the slices show bone-window anatomy
+    assert win.width() >= 1280 and win.height() >= 800
+    ax = win.slice_views["axial"].pixmap_array
+    assert ax is not None and ax.min() == 0  # air is black in the bone window
+    bright = (ax > 128).mean()  # above ~400 HU: cortical bone of L3 on its axial slice
+    assert 0.002 < bright < 0.2, bright
+
+
+def test_3d_view_shows_anatomy(win, qtbot, tmp_path):
+    from PyQt5.QtWidgets import QApplication
+
+    win.reset_camera()
+    win.render()
+    qtbot.wait(50)
+    grab = QApplication.primaryScreen().grabWindow(int(win.vtk_widget.winId()))
+    frac = _bone_fraction(grab.toImage(), 0, 0, grab.width(), grab.height())
+    assert frac > 0.03, f"only {frac:.3%} bone-coloured pixels in the 3D view"
+    out = win.screenshot(tmp_path / "win.png")
+    from PyQt5.QtGui import QImage
+
+    img = QImage(str(out))
+    assert (img.width(), img.height()) == (win.width(), win.height())
+
+
+def test_keyboard_pedal_and_voice_step_levels(win, qtbot):
+    from PyQt5.QtCore import Qt
+
+    win.select_level("L3")
+    qtbot.keyClick(win.vtk_widget, Qt.Key_N)  # typed into the 3D view: goes to the bus
+    assert win.current_level == "L4"
+    win.pedal.tap("left", win.now_s() + 10)
+    assert win.current_level == "L3"
+    qtbot.mouseClick(win.pedal_buttons["right"], Qt.LeftButton)
+    assert win.current_level == "L4"
+    win.say("previous level")
+    assert win.current_level == "L3"
+    win.gesture("swipe_right", confidence=0.3)  # too unsure: ignored
+    assert win.current_level == "L3"
+    # the slices follow the level: the axial slice passes through L3's centroid
+    c = win.case.surfaces["L3"].vertices.mean(axis=0)
+    k = win.case.ct.ct_to_ijk(c[None])[0]
+    sv = win.slice_views["axial"]
+    assert abs(sv.index - sv.to_display_index(k)[2]) <= 1
+    sources = {e.source for e in win.bus.history}
+    assert {"keyboard", "pedal", "voice"} <= sources
+
+
+def test_overlay_toggle_hides_plan_actors(win):
+    from vtkmodules.vtkRenderingCore import vtkActor
+
+    a = vtkActor()
+    win.register_overlay_actor(a)
+    on = win.overlay_visible
+    win.say("toggle overlay")
+    assert win.overlay_visible is (not on)
+    assert a.GetVisibility() == int(not on)
+    win.keyboard.press("O", win.now_s() + 20)
+    assert win.overlay_visible is on
+    win._overlay_actors.remove(a)
+
+
+def test_broken_file_shows_error_in_window_not_crash(win, qtbot, tmp_path):
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"this is not a NIfTI file")
+    case_before = win.case
+    with qtbot.waitSignal(win.load_failed, timeout=30000):
+        win.open_path(bad)
+    assert "could not open the case" in win.error_text
+    assert "broken.nii.gz" in win.error_text
+    assert win.case is case_before  # the previous case is still shown
+    win.bus.emit("cancel", "ui", win.now_s() + 30)
+    assert win.error_text == ""
+
+
+def test_plan_panel_proposes_screws_and_flags_a_dragged_breach(win, qtbot):
+    plan_panel = win.tabs.widget([win.tabs.tabText(i) for i in
+                                  range(win.tabs.count())].index("Plan"))
+    from arspine.navigation.plan import propose_screws
+
+    vc = win.case
+    plan = propose_screws(vc.ct, vc.labels, levels=["L3"], surfaces=vc.surfaces)
+    plan_panel.set_plan(plan)
+    assert plan_panel.table.rowCount() == 2
+    key = "L3_left"
+    before = plan_panel.reports[key]
+    # drag the target 25 mm towards the patient's left: the screw leaves the vertebra
+    t = plan[key]
+    plan_panel.select(key)
+    plan_panel.move_screw(key, target_ct_mm=t.target_ct_mm + np.array([25.0, 0, 0]))
+    after = plan_panel.reports[key]
+    assert after.clearance_mm < before.clearance_mm
+    assert after.breach
+    assert any(key in w for w in plan_panel.breach_warnings)
+    assert "BREACH" in [plan_panel.table.item(r, 5).text()
+                        for r in range(plan_panel.table.rowCount())]
+    assert key in plan_panel.warnings.text()
