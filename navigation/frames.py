@@ -108,7 +108,10 @@ def _matrix_to_quaternion(r: np.ndarray) -> np.ndarray:
         q = [(r[1, 0] - r[0, 1]) / s, (r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, 0.25 * s]
     q = np.array(q)
     q /= np.linalg.norm(q)
-    return q if q[0] >= 0 else -q
+    # Canonical sign (as scipy's canonical=True): first non-zero of w, x, y, z positive.
+    q[np.abs(q) < 1e-15] = 0.0  # rounding noise would otherwise decide the sign
+    lead = q[np.flatnonzero(q)[0]]
+    return q if lead > 0 else -q
 
 
 def _quaternion_to_matrix(q: np.ndarray) -> np.ndarray:
@@ -299,7 +302,8 @@ class RigidTransform:
         return self._m.copy()
 
     def as_quaternion(self) -> np.ndarray:
-        """Scalar-first unit quaternion ``(w, x, y, z)`` with ``w >= 0``."""
+        """Scalar-first unit quaternion ``(w, x, y, z)``, canonical sign: ``w >= 0`` (and the
+        first non-zero of x, y, z positive when ``w == 0``)."""
         return _matrix_to_quaternion(self._m[:3, :3])
 
     def as_rotvec(self) -> np.ndarray:
