@@ -9,7 +9,7 @@ grid; any other grid is refused (resampling labels silently would move the anato
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import permutations
 from pathlib import Path
 
@@ -59,11 +59,14 @@ class VertebraLabels:
         The grid's voxel-to-LPS-mm affine (equal to the CT's).
     names : dict[int, str]
         Label id -> clinical name (``{29: "L3"}``); ids not in it are not vertebrae.
+    meta : dict
+        Provenance (scheme, source file, or how :func:`split_vertebrae` named the levels).
     """
 
     array: np.ndarray
     T_ct_from_ijk: np.ndarray
     names: dict
+    meta: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
         a = np.asarray(self.array)

@@ -1,0 +1,383 @@
+"""Bone segmentation and label-free vertebra splitting.
+
+`segment_bone` thresholds, closes, fills the cancellous interior slice by slice and keeps the
+large connected components.
+
+`split_vertebrae` finds the spinal column (the bone column present in most axial slices near
+the body midline), follows its axis slice by slice, measures the vertebral-body bone along
+that axis and cuts at the disc spaces (minima of the body profile), perpendicular to the
+local axis. Segments are named from the sacrum (a long caudal segment with no disc below)
+or from the lowest rib-bearing level (T12) when either is visible, else ``V1..Vn``
+cranial to caudal. The result says which (``labels.meta["naming"]``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from arspine.errors import InputError
+
+__all__ = ["segment_bone", "split_vertebrae", "spine_axis"]
+
+
+def _ball(radius_vox: np.ndarray) -> np.ndarray:
+    r = np.maximum(np.asarray(radius_vox, dtype=float), 0.5)
+    n = np.ceil(r).astype(int)
+    g = np.mgrid[-n[0]:n[0] + 1, -n[1]:n[1] + 1, -n[2]:n[2] + 1].astype(float)
+    return ((g[0] / r[0]) ** 2 + (g[1] / r[1]) ** 2 + (g[2] / r[2]) ** 2) <= 1.0 + 1e-9
+
+
+def _axial_axis(ct) -> int:
+    """Volume axis closest to the patient's superior (LPS z) direction."""
+    return int(np.argmax(np.abs(ct.direction[2, :])))
+
+
+def segment_bone(ct, threshold_hu: float = 150.0, closing_mm: float = 2.0,
+                 fill_holes: bool = True, min_component_mm3: float = 500.0) -> np.ndarray:
+    """Bone mask (cortical and cancellous) of a CT.
+
+    Parameters
+    ----------
+    ct : CtVolume
+    threshold_hu : float
+        Voxels at or above this HU seed the mask (cancellous bone is ~100-300 HU, cortical
+        above 400; the slice-wise hole filling recovers cancellous voxels below it).
+    closing_mm : float
+        Radius of the morphological closing (bridges thin gaps in the cortex).
+    fill_holes : bool
+        Fill enclosed cavities in each axial slice (the cancellous interior).
+    min_component_mm3 : float
+        Drop connected components (26-connectivity) smaller than this.
+
+    Returns
+    -------
+    (I, J, K) bool ndarray on the CT grid.
+    """
+    from scipy import ndimage
+
+    if not np.isfinite(threshold_hu):
+        raise InputError(f"threshold_hu must be finite, got {threshold_hu}")
+    hu = ct.hu
+    mask = hu >= threshold_hu
+    sp = ct.spacing_mm
+    if closing_mm > 0:
+        ball = _ball(closing_mm / sp)
+        pad = max(ball.shape) // 2 + 1
+        mask = ndimage.binary_closing(np.pad(mask, pad), structure=ball)[
+            pad:-pad, pad:-pad, pad:-pad]
+    if fill_holes:
+        ax = _axial_axis(ct)
+        m = np.moveaxis(mask, ax, 0)
+        for s in range(m.shape[0]):
+            if m[s].any():
+                m[s] = ndimage.binary_fill_holes(m[s])
+    if min_component_mm3 > 0 and mask.any():
+        lab, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+        sizes = np.bincount(lab.ravel())
+        voxel_mm3 = float(abs(np.linalg.det(ct.T_ct_from_ijk[:3, :3])))
+        keep = sizes * voxel_mm3 >= min_component_mm3
+        keep[0] = False
+        mask = keep[lab]
+    return mask
+
+
+def _inplane_coords(ct, ax: int):
+    """Per-axial-slice LPS coordinate function for the volume with ``ax`` moved last."""
+    T = ct.T_ct_from_ijk
+    order = [a for a in range(3) if a != ax] + [ax]
+    M = T[:3, order]  # columns: in-plane a, in-plane b, axial
+    return M, T[:3, 3], order
+
+
+def spine_axis(ct, bone_mask: np.ndarray, strip_mm: float = 40.0,
+               min_thickness_mm: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
+    """Vertebral-body centre line, one point per axial slice.
+
+    Per axial slice, the thickest bone (in-plane distance transform) within ``strip_mm`` of
+    the body's left-right midline marks the vertebral body; the per-slice points are
+    cleaned with a running median and smoothed.
+
+    Returns
+    -------
+    valid : (K,) bool, slices where the spine was found (K along the axial volume axis)
+    track_mm : (K, 3) LPS points (NaN where not valid)
+    """
+    from scipy import ndimage
+
+    mask = np.asarray(bone_mask, dtype=bool)
+    if mask.shape != ct.shape:
+        raise InputError(f"bone_mask shape {mask.shape} differs from the CT shape {ct.shape}")
+    ax = _axial_axis(ct)
+    M, t0, order = _inplane_coords(ct, ax)
+    m = np.transpose(mask, order)
+    hu = np.transpose(ct.hu, order)
+    na, nb, K = m.shape
+    sp = ct.spacing_mm[order]
+    # Downsample in-plane to ~1.5 mm for the distance transforms.
+    f = max(1, int(1.5 // max(sp[0], sp[1])))
+    aa, bb = np.meshgrid(np.arange(0, na, f), np.arange(0, nb, f), indexing="ij")
+    body = hu[::f, ::f, :] > -400
+    xs = (M[0, 0] * aa + M[0, 1] * bb)[..., None] + M[0, 2] * np.arange(K) + t0[0]
+    if not body.any():
+        raise InputError("the CT holds no tissue above -400 HU (is it a CT in HU?)")
+    x_mid = float(np.median(xs[body]))
+    strip = np.abs(xs - x_mid) < strip_mm
+    pts = np.full((K, 3), np.nan)
+    thick = np.zeros(K)
+    for k in range(K):
+        sl = m[::f, ::f, k]
+        if not sl[strip[..., k]].any():
+            continue
+        e = ndimage.distance_transform_edt(sl, sampling=(sp[0] * f, sp[1] * f))
+        e[~strip[..., k]] = 0
+        a = np.unravel_index(int(np.argmax(e)), e.shape)
+        thick[k] = e[a]
+        pts[k] = M @ np.array([a[0] * f, a[1] * f, k]) + t0
+    valid = thick >= min_thickness_mm
+    if valid.sum() < 3:
+        raise InputError("no spinal column found: too little thick bone near the midline "
+                         "(is bone_mask a bone segmentation of this CT?)")
+    # Running median rejects slices where another bone won (aorta calcification, pelvis).
+    idx = np.flatnonzero(valid)
+    win = max(3, int(round(30.0 / sp[2])) | 1)
+    med = np.array([np.median(pts[idx[max(0, n - win // 2): n + win // 2 + 1]], axis=0)
+                    for n in range(len(idx))])
+    ok = np.linalg.norm(pts[idx] - med, axis=1) < 15.0
+    valid[idx[~ok]] = False
+    idx = np.flatnonzero(valid)
+    # Keep the longest run of slices with small gaps: the column itself.
+    gaps = np.flatnonzero(np.diff(idx) > max(2, int(round(30.0 / sp[2]))))
+    runs = np.split(idx, gaps + 1)
+    run = max(runs, key=len)
+    lo, hi = run[0], run[-1]
+    out = np.full((K, 3), np.nan)
+    kk = np.arange(lo, hi + 1)
+    good = valid[lo:hi + 1]
+    for d in range(3):
+        col = np.interp(kk, kk[good], pts[lo:hi + 1, d][good])
+        out[lo:hi + 1, d] = ndimage.gaussian_filter1d(col, sigma=max(1.0, 6.0 / sp[2]),
+                                                      mode="nearest")
+    v = np.zeros(K, dtype=bool)
+    v[lo:hi + 1] = True
+    return v, out
+
+
+def _tangents(track: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Unit tangents of the track pointing superior (+z LPS)."""
+    t = np.full_like(track, np.nan)
+    idx = np.flatnonzero(valid)
+    g = np.gradient(track[idx], axis=0) if len(idx) > 1 else np.array([[0, 0, 1.0]])
+    g = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
+    g *= np.sign(g[:, 2:3] + 1e-12)
+    t[idx] = g
+    return t
+
+
+def _body_profile(ct, track: np.ndarray, tang: np.ndarray, valid: np.ndarray,
+                  radius_mm: float = 10.0) -> np.ndarray:
+    """Median HU on a disc of ``radius_mm`` perpendicular to the axis at each track point."""
+    from scipy.ndimage import map_coordinates
+
+    prof = np.full(len(track), np.nan)
+    rings = [(0.0, 0.0)] + [(r * np.cos(a), r * np.sin(a))
+                            for r in np.arange(2.0, radius_mm + 1e-6, 2.0)
+                            for a in np.linspace(0, 2 * np.pi, int(6 * r / 2), endpoint=False)]
+    rings = np.array(rings)
+    hu = np.asarray(ct.hu, dtype=np.float32)
+    for k in np.flatnonzero(valid):
+        t = tang[k]
+        u = np.cross(t, [1.0, 0, 0])
+        if np.linalg.norm(u) < 0.1:
+            u = np.cross(t, [0, 1.0, 0])
+        u /= np.linalg.norm(u)
+        w = np.cross(t, u)
+        pts = track[k] + rings[:, :1] * u + rings[:, 1:] * w
+        ijk = ct.ct_to_ijk(pts)
+        vals = map_coordinates(hu, ijk.T, order=1, mode="nearest")
+        prof[k] = np.median(vals)
+    return prof
+
+
+def _disc_scores(prof: np.ndarray, valid: np.ndarray, step_mm: float) -> np.ndarray:
+    """Per slice: how much darker than both bright endplates within 6 mm (local minima only)."""
+    idx = np.flatnonzero(valid)
+    lo, hi = idx[0], idx[-1]
+    near = max(1, int(round(6.0 / step_mm)))
+    scores = np.full(len(prof), -np.inf)
+    for k in range(lo + 1, hi):
+        left = prof[max(lo, k - near):k]
+        right = prof[k + 1:min(hi, k + near) + 1]
+        if prof[k] > min(prof[k - 1], prof[k + 1]) + 1e-6:
+            continue  # not a local minimum (plateaus allowed)
+        scores[k] = min(left.max(), right.max()) - prof[k]
+    return scores
+
+
+def _pick_discs(scores: np.ndarray, valid: np.ndarray, step_mm: float, min_score_hu: float,
+                min_gap_mm: float, fill_score_hu: float) -> list[int]:
+    """Confident discs first, then the best weaker minimum in every gap a vertebra too tall."""
+    gap = max(1, int(round(min_gap_mm / step_mm)))
+    chosen: list[int] = []
+    for k in np.argsort(-scores):
+        if scores[k] < min_score_hu:
+            break
+        if all(abs(k - c) >= gap for c in chosen):
+            chosen.append(int(k))
+    chosen.sort()
+    if len(chosen) < 2:
+        return chosen
+    idx = np.flatnonzero(valid)
+    for _ in range(20):
+        h = np.diff(chosen)
+        typical = float(np.median(h))
+        # Inner gaps too tall for one vertebra, and the open ends of the column.
+        spans = [(a, b) for a, b in zip(chosen[:-1], chosen[1:]) if b - a > 1.6 * typical]
+        if idx[-1] - chosen[-1] > 1.4 * typical:
+            spans.append((chosen[-1], idx[-1]))
+        if chosen[0] - idx[0] > 1.4 * typical:
+            spans.append((idx[0], chosen[0]))
+        added = False
+        for a, b in spans:
+            lo = int(a + max(gap, 0.6 * typical)) if a in chosen else a + 1
+            hi = int(b - max(gap, 0.6 * typical)) if b in chosen else b - 1
+            if hi < lo:
+                continue
+            k = lo + int(np.argmax(scores[lo:hi + 1]))
+            if scores[k] >= fill_score_hu:
+                chosen.append(k)
+                added = True
+        chosen.sort()
+        if not added:
+            break
+    return chosen
+
+
+def split_vertebrae(bone_mask: np.ndarray, ct, min_score_hu: float = 40.0,
+                    min_height_mm: float = 15.0, radius_mm: float = 45.0,
+                    fill_score_hu: float = 10.0):
+    """Split a bone mask into vertebrae by cutting at the disc spaces along the spinal axis.
+
+    Parameters
+    ----------
+    bone_mask : (I, J, K) bool
+        Bone segmentation on the CT grid (e.g. :func:`segment_bone`).
+    ct : CtVolume
+    min_score_hu : float
+        How much darker than both neighbouring endplates (within 6 mm) a confident disc
+        must be.
+    fill_score_hu : float
+        Weaker minimum accepted where a segment is too tall for one vertebra (1.6 times the
+        median height) or the column continues 1.4 heights past the last disc.
+    min_height_mm : float
+        Smallest distance between two discs.
+    radius_mm : float
+        Bone within this in-plane distance of the vertebral-body axis belongs to the spine.
+
+    Returns
+    -------
+    VertebraLabels
+        Ids 1..n cranial to caudal. Names are clinical when the sacrum (a long caudal segment
+        below the last disc) or a rib-bearing lowest thoracic level is found, else
+        ``V1..Vn``; ``meta["naming"]`` says which (``"sacrum"``, ``"rib"``, ``"unlabelled"``),
+        ``meta["discs_mm"]`` gives the disc centres.
+    """
+    from scipy import ndimage
+
+    from arspine.imaging.labels import VertebraLabels
+
+    mask = np.asarray(bone_mask, dtype=bool)
+    valid, track = spine_axis(ct, mask)
+    ax = _axial_axis(ct)
+    step = float(ct.spacing_mm[ax])
+    tang = _tangents(track, valid)
+    prof = _body_profile(ct, track, tang, valid)
+    scores = _disc_scores(prof, valid, step)
+    discs = _pick_discs(scores, valid, step, min_score_hu, min_height_mm, fill_score_hu)
+    idx = np.flatnonzero(valid)
+    # Voxels of the spine: bone within radius_mm (in-plane) of the axis, on tracked slices.
+    M, t0, order = _inplane_coords(ct, ax)
+    m = np.transpose(mask, order)
+    pos = np.argwhere(m)
+    pos = pos[valid[pos[:, 2]]]
+    pts = pos @ M.T + t0
+    d_in = np.linalg.norm(np.cross(pts - track[pos[:, 2]], tang[pos[:, 2]]), axis=1)
+    keep = d_in <= radius_mm
+    pos, pts = pos[keep], pts[keep]
+    # Segment index = number of disc planes the voxel lies above (caudal segment = 0).
+    seg = np.zeros(len(pts), dtype=np.int32)
+    for k in discs:
+        seg += ((pts - track[k]) @ tang[k] > 0).astype(np.int32)
+    nseg = len(discs) + 1
+    vol = np.zeros(m.shape, dtype=np.int32)
+    vol[pos[:, 0], pos[:, 1], pos[:, 2]] = seg + 1
+    # Segment lengths along the axis (end segments end where the tracked column ends).
+    bounds = [idx[0]] + discs + [idx[-1]]
+    heights = np.diff(np.array(bounds, dtype=float)) * step
+    # Keep the main connected piece of each segment (drops rib heads and pelvis fragments).
+    labels = np.zeros(m.shape, dtype=np.int32)
+    struct = np.ones((3, 3, 3), bool)
+    segs = []
+    for s in range(nseg):
+        sm = vol == s + 1
+        if not sm.any():
+            continue
+        lab, n = ndimage.label(sm, structure=struct)
+        if n > 1:
+            sizes = np.bincount(lab.ravel())
+            sizes[0] = 0
+            sm = lab == int(np.argmax(sizes))
+        segs.append((s, sm))
+    # Drop end segments that are mere slivers (a partial vertebra at the edge of the scan).
+    vox = np.array([sm.sum() for _, sm in segs], dtype=float)
+    med = float(np.median(vox)) if len(vox) else 0.0
+    kept = [(s, sm) for (s, sm), v in zip(segs, vox) if v >= 0.2 * med]
+    n = len(kept)
+    sacrum = _sacrum_below(ct, mask, track, valid, order) and bool(kept) and kept[0][0] == 0
+    naming, names = _name_segments(n, sacrum)
+    for rank, (_s, sm) in enumerate(sorted(kept, key=lambda x: -x[0])):
+        labels[sm] = rank + 1
+    inv = np.argsort(order)
+    arr = np.transpose(labels, inv)
+    names_by_id = {rank + 1: names[rank] for rank in range(n)}
+    out = VertebraLabels(arr, ct.T_ct_from_ijk, names_by_id)
+    out.meta.update({"naming": naming, "discs_mm": [track[k].tolist() for k in discs],
+                     "segment_heights_mm": heights.tolist(), "profile_hu": prof.tolist()})
+    return out
+
+
+def _sacrum_below(ct, mask: np.ndarray, track: np.ndarray, valid: np.ndarray,
+                  order: list[int]) -> bool:
+    """True when bone continues caudally past the end of the vertebral-body axis, behind it
+    and near the midline: the sacrum curving back, not a scan cut through a vertebra."""
+    idx = np.flatnonzero(valid)
+    lo = idx[0]
+    step = float(ct.spacing_mm[order[2]])
+    need = max(2, int(round(15.0 / step)))
+    if lo < need:
+        return False  # the scan ends at the column's end: cannot tell
+    M, t0, _ = _inplane_coords(ct, order[2])
+    m = np.transpose(mask, order)
+    na, nb = m.shape[:2]
+    aa, bb = np.meshgrid(np.arange(na), np.arange(nb), indexing="ij")
+    c = track[lo]
+    hits = 0
+    for k in range(lo - need, lo):
+        x = M[0, 0] * aa + M[0, 1] * bb + M[0, 2] * k + t0[0]
+        y = M[1, 0] * aa + M[1, 1] * bb + M[1, 2] * k + t0[1]
+        # Posterior (LPS +y) of the body axis, within 30 mm of it left-right.
+        zone = (np.abs(x - c[0]) < 30.0) & (y > c[1] - 10.0) & (y < c[1] + 60.0)
+        area = float(m[:, :, k][zone].sum()) * ct.spacing_mm[order[0]] * \
+            ct.spacing_mm[order[1]]
+        hits += area >= 100.0  # mm^2 of bone: a sacral segment, not a stray calcification
+    return hits >= 0.6 * need
+
+
+def _name_segments(n: int, sacrum: bool) -> tuple[str, list[str]]:
+    """Clinical names cranial to caudal counted up from the sacrum, else ``V1..Vn``."""
+    if sacrum and n >= 2:
+        # Five lumbar levels assumed (L6 / T13 variants cannot be told apart here).
+        order = ["S1", "L5", "L4", "L3", "L2", "L1"] + [f"T{i}" for i in range(12, 0, -1)] + \
+            [f"C{i}" for i in range(7, 0, -1)]
+        if n <= len(order):
+            return "sacrum", order[:n][::-1]
+    return "unlabelled", [f"V{r + 1}" for r in range(n)]
