@@ -1,0 +1,375 @@
+"""The surgical scene around a posterior midline incision, as triangle meshes.
+
+Built in a local patient frame (x left, y posterior = towards the sensor of a prone patient,
+z cranial; origin at the centre of the exposed levels) from a height field over (x, z):
+
+- **wound floor**: inside the incision the exposed posterior elements (spinous processes,
+  laminae, facets) are bone; soft tissue (ligament, blood, muscle remnants) lies a few mm
+  below the bone top and fills the interlaminar gaps, so the canal and bodies are never seen;
+- **wound walls**: retracted paraspinal muscle rising steeply from the floor to the skin at
+  the wound edge, hiding the transverse processes and everything lateral;
+- **skin**: the CT's body surface (or a synthetic back when the anatomy has no skin), moved
+  a few mm by a smooth random field (the patient was supine in the CT, prone now);
+- **drapes** with random folds, leaving a window of skin around the wound;
+- **retractor** blades on both wound walls with a cross bar above the skin;
+- **a tool** (instrument shaft) pointing into the wound and the **hand** holding it.
+
+Each mesh carries a label code (:data:`LABELS`); bone gets ``bone_label(level)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from arspine.datasets.anatomy import VERTEBRA_NAMES
+from arspine.navigation.geometry import Mesh
+
+__all__ = ["LABELS", "bone_label", "label_name", "label_names", "is_bone", "SceneConfig",
+           "SceneMesh", "build_scene", "heightfield_mesh"]
+
+#: Label codes of what a simulated ray hit (bone levels are ``100 + index`` in
+#: :data:`arspine.datasets.anatomy.VERTEBRA_NAMES`, e.g. L3 = 121).
+LABELS: dict[str, int] = {"outlier": 0, "flying_pixel": 1, "skin": 2, "soft_tissue": 3,
+                          "drape": 4, "retractor": 5, "tool": 6, "hand": 7}
+_BONE0 = 100
+
+
+def bone_label(level: str) -> int:
+    """Label code of a vertebra (``"L3"`` -> 121)."""
+    return _BONE0 + VERTEBRA_NAMES.index(level)
+
+
+def label_name(code: int) -> str:
+    """Name of a label code (``121`` -> ``"L3"``, ``2`` -> ``"skin"``)."""
+    code = int(code)
+    if code >= _BONE0 and code - _BONE0 < len(VERTEBRA_NAMES):
+        return VERTEBRA_NAMES[code - _BONE0]
+    for k, v in LABELS.items():
+        if v == code:
+            return k
+    return f"unknown_{code}"
+
+
+def label_names(codes) -> dict[int, str]:
+    """``{code: name}`` for the distinct codes given."""
+    return {int(c): label_name(c) for c in np.unique(np.asarray(codes))}
+
+
+def is_bone(labels) -> np.ndarray:
+    """Boolean mask of bone labels."""
+    return np.asarray(labels) >= _BONE0
+
+
+@dataclass(frozen=True)
+class SceneConfig:
+    """Geometry of the surgical situation (mm, deg). Random draws use the simulator's seed.
+
+    Attributes
+    ----------
+    wound_half_width_mm : float
+        Lateral half-width of the exposure (to the facets); lumbar facets lie ~15-25 mm
+        from the midline.
+    wound_margin_mm : float
+        Exposure beyond the posterior elements of the first and last exposed level.
+    wall_width_mm : float
+        Lateral run of the retracted muscle wall from floor to skin.
+    floor_depth_mm : float
+        Soft tissue below the local bone top (exposed bone stands this far proud).
+    gap_depth_mm : float
+        Depth of the tissue filling interlaminar gaps below the closed bone surface.
+    skin_shift_mm : float
+        Amplitude of the smooth random skin displacement vs. the CT.
+    soft_tissue_mm : float
+        Skin above the spinous processes for a synthetic back (no CT skin).
+    drapes : bool
+    drape_margin_mm : float
+        Skin visible between the wound edge and the drape window.
+    drape_fold_mm : float
+        Fold amplitude.
+    retractors : bool
+    tool : bool
+    hand : bool
+    grid_mm : float
+        Height-field spacing.
+    extent_mm : float
+        Half-size of the modelled back around the wound.
+    """
+
+    wound_half_width_mm: float = 24.0
+    wound_margin_mm: float = 6.0
+    wall_width_mm: float = 6.0
+    floor_depth_mm: float = 3.0
+    gap_depth_mm: float = 9.0
+    skin_shift_mm: float = 3.0
+    soft_tissue_mm: float = 35.0
+    drapes: bool = True
+    drape_margin_mm: float = 35.0
+    drape_fold_mm: float = 5.0
+    retractors: bool = True
+    tool: bool = True
+    hand: bool = True
+    grid_mm: float = 1.5
+    extent_mm: float = 230.0
+
+
+@dataclass(frozen=True)
+class SceneMesh:
+    """A scene part: mesh in the ``patient`` frame, its label code and whether it is bone."""
+
+    mesh: Mesh
+    label: int
+    level: str | None = None
+
+
+def heightfield_mesh(xs: np.ndarray, zs: np.ndarray, h: np.ndarray,
+                     keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Triangles of a height field ``y = h[i, j]`` over ``x = xs[i], z = zs[j]``.
+
+    Cells with a NaN corner, or whose four corners are not all in ``keep``, are dropped.
+
+    Returns
+    -------
+    vertices : (V, 3) local mm, faces : (F, 3)
+    """
+    nx, nz = h.shape
+    X, Z = np.meshgrid(xs, zs, indexing="ij")
+    verts = np.stack([X, np.nan_to_num(h, nan=0.0), Z], -1).reshape(-1, 3)
+    ok = np.isfinite(h)
+    if keep is not None:
+        ok &= keep
+    idx = np.arange(nx * nz).reshape(nx, nz)
+    cell = ok[:-1, :-1] & ok[1:, :-1] & ok[:-1, 1:] & ok[1:, 1:]
+    a, b = idx[:-1, :-1][cell], idx[1:, :-1][cell]
+    c, d = idx[:-1, 1:][cell], idx[1:, 1:][cell]
+    # Wound so the normals point to +y (up, towards the sensor).
+    faces = np.concatenate([np.stack([a, c, b], 1), np.stack([b, c, d], 1)])
+    used = np.unique(faces)
+    remap = -np.ones(len(verts), dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    return verts[used], remap[faces]
+
+
+def _o3d_prim(kind: str, **kw) -> tuple[np.ndarray, np.ndarray]:
+    import open3d as o3d
+
+    g = o3d.geometry.TriangleMesh
+    m = {"box": g.create_box, "cylinder": g.create_cylinder, "sphere": g.create_sphere}[kind](**kw)
+    return np.asarray(m.vertices, dtype=np.float64), np.asarray(m.triangles, dtype=np.int64)
+
+
+def _box(center, size, R=None) -> tuple[np.ndarray, np.ndarray]:
+    v, f = _o3d_prim("box", width=size[0], height=size[1], depth=size[2])
+    v = v - np.asarray(size) / 2
+    if R is not None:
+        v = v @ np.asarray(R).T
+    return v + np.asarray(center), f
+
+
+def _frame_along(axis: np.ndarray) -> np.ndarray:
+    """Rotation whose z column is ``axis``."""
+    z = axis / np.linalg.norm(axis)
+    t = np.array([1.0, 0, 0]) if abs(z[0]) < 0.9 else np.array([0, 1.0, 0])
+    x = np.cross(t, z)
+    x /= np.linalg.norm(x)
+    return np.stack([x, np.cross(z, x), z], 1)
+
+
+def _smooth_field(rng, X, Z, amplitude, wavelengths=(60.0, 150.0), n=4) -> np.ndarray:
+    """Smooth random field: sum of plane waves with random directions and phases."""
+    f = np.zeros_like(X)
+    for _ in range(n):
+        ang = rng.uniform(0, np.pi)
+        lam = rng.uniform(*wavelengths)
+        k = 2 * np.pi / lam
+        f += rng.normal() * np.sin(k * (np.cos(ang) * X + np.sin(ang) * Z) + rng.uniform(0, 6.3))
+    return amplitude * f / np.sqrt(n)
+
+
+def _bin_max(x, z, y, xs, zs) -> np.ndarray:
+    """Max of y per (x, z) grid cell (NaN where empty)."""
+    step = xs[1] - xs[0]
+    i = np.round((x - xs[0]) / step).astype(int)
+    j = np.round((z - zs[0]) / step).astype(int)
+    ok = (i >= 0) & (i < len(xs)) & (j >= 0) & (j < len(zs))
+    out = np.full((len(xs), len(zs)), -np.inf)
+    np.maximum.at(out, (i[ok], j[ok]), y[ok])
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def _fill_nan(a: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    bad = ~np.isfinite(a)
+    if not bad.any():
+        return a
+    if bad.all():
+        return np.zeros_like(a)
+    idx = ndimage.distance_transform_edt(bad, return_distances=False, return_indices=True)
+    return a[tuple(idx)]
+
+
+def build_scene(posed: dict[str, Mesh], exposed: list[str], axes: np.ndarray,
+                skin_points: np.ndarray | None, config: SceneConfig,
+                rng: np.random.Generator) -> tuple[list[SceneMesh], dict]:
+    """Meshes of the surgical scene in the ``patient`` frame.
+
+    Parameters
+    ----------
+    posed : dict[str, Mesh]
+        Vertebrae in their intraoperative pose (``patient`` frame, mm).
+    exposed : list[str]
+        Levels whose posterior elements the incision exposes.
+    axes : (3, 3)
+        Columns: patient left, posterior, cranial (unit vectors in the ``patient`` frame).
+    skin_points : (M, 3) or None
+        CT body-surface points (``patient`` frame before the skin shift), or None.
+    config : SceneConfig
+    rng : numpy Generator
+
+    Returns
+    -------
+    parts : list[SceneMesh]
+    info : dict
+        ``origin`` (3,), ``axes`` (3, 3), ``wound_center`` (3,) at bone-top height,
+        ``wound_half_length_mm``, ``bone_top_mm``, ``skin_height_mm``.
+    """
+    import open3d as o3d
+
+    from arspine.navigation.geometry import as_points
+
+    R = np.asarray(axes, dtype=np.float64)
+    cents = np.array([posed[lv].centroid() for lv in exposed])
+    origin = cents.mean(0)
+
+    def to_local(p):
+        return (np.asarray(p) - origin) @ R
+
+    def to_patient(p):
+        return origin + np.asarray(p) @ R.T
+
+    step = config.grid_mm
+    # Cranio-caudal span of the exposed posterior elements.
+    post = np.concatenate([to_local(posed[lv].vertices) for lv in exposed])
+    post = post[post[:, 1] > np.percentile(post[:, 1], 40)]
+    z0, z1 = post[:, 2].min() - config.wound_margin_mm, post[:, 2].max() + config.wound_margin_mm
+    half_len = 0.5 * (z1 - z0)
+    zc = 0.5 * (z0 + z1)
+    ext = config.extent_mm
+    xs = np.arange(-ext, ext + step / 2, step)
+    zs = np.arange(zc - half_len - ext, zc + half_len + ext + step / 2, step)
+    X, Z = np.meshgrid(xs, zs, indexing="ij")
+
+    # Bone height field: first hit looking down (-y) onto every vertebra.
+    scene = o3d.t.geometry.RaycastingScene()
+    for m in posed.values():
+        v = to_local(m.vertices)
+        scene.add_triangles(o3d.core.Tensor(v.astype(np.float32)),
+                            o3d.core.Tensor(m.faces.astype(np.uint32)))
+    top = max(float(np.max(to_local(m.vertices)[:, 1])) for m in posed.values()) + 50.0
+    rays = np.zeros((X.size, 6), np.float32)
+    rays[:, 0], rays[:, 1], rays[:, 2] = X.ravel(), top, Z.ravel()
+    rays[:, 4] = -1.0
+    t = scene.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy()
+    hb = np.where(np.isfinite(t), top - t, np.nan).reshape(X.shape)
+    bone_top = float(np.nanmax(hb[np.abs(X) < 15])) if np.isfinite(hb).any() else 0.0
+
+    # Skin height field (CT body surface binned, or a synthetic back), then moved.
+    if skin_points is not None and len(skin_points):
+        sp = to_local(as_points(skin_points, "skin_points"))
+        skin = _bin_max(sp[:, 0], sp[:, 2], sp[:, 1], xs, zs)
+        from scipy import ndimage
+
+        skin = ndimage.median_filter(_fill_nan(skin), size=3)
+        skin = ndimage.gaussian_filter(skin, 1.0)
+    else:
+        t_soft = config.soft_tissue_mm * rng.uniform(0.8, 1.25)
+        skin = bone_top + t_soft - X ** 2 / (2 * 220.0) - 4.0 * np.exp(-(X / 25.0) ** 2)
+    skin = skin + _smooth_field(rng, X, Z, config.skin_shift_mm) + \
+        rng.normal(0, config.skin_shift_mm / 2)
+    hb_f = np.where(np.isfinite(hb), hb, -1e3)
+    skin = np.maximum(skin, np.where(np.isfinite(hb), hb + 6.0, -1e3))
+
+    # Wound: rounded rectangle (super-ellipse) over the exposed levels.
+    hw = config.wound_half_width_mm
+    u = np.abs(Z - zc) / half_len
+    inside_w = np.clip(1 - u ** 4, 0, None) ** 0.25 * hw
+    # > 0 outside the wound (mm, approximately the distance to its edge).
+    edge = np.maximum(np.abs(X) - inside_w, np.abs(Z - zc) - half_len)
+
+    from scipy import ndimage
+
+    size = max(3, int(round(9.0 / step)))
+    closed = ndimage.grey_closing(hb_f, size=(size, size))
+    closed = np.where(closed < -500, np.nan, closed)
+    floor = np.where(np.isfinite(hb) & (closed - hb_f < config.gap_depth_mm),
+                     hb_f - config.floor_depth_mm, closed - config.gap_depth_mm)
+    floor = _fill_nan(np.where(np.isfinite(floor), floor, np.nan))
+    floor = np.where(np.isfinite(floor), floor, bone_top - 20.0)
+    s = np.clip(edge / config.wall_width_mm, 0, 1)
+    s = s * s * (3 - 2 * s)  # smoothstep wall profile
+    tissue = floor + (skin - floor) * s
+    tissue = np.where(edge <= 0, floor, tissue)
+    is_skin = edge > config.wall_width_mm + step
+
+    parts: list[SceneMesh] = []
+    for lv, m in posed.items():
+        parts.append(SceneMesh(m, bone_label(lv), lv))
+
+    def add(v_local, f, label):
+        if len(f):
+            parts.append(SceneMesh(Mesh(to_patient(v_local), f, name=label_name(label),
+                                        frame="patient"), label))
+
+    add(*heightfield_mesh(xs, zs, tissue, keep=is_skin), LABELS["skin"])
+    add(*heightfield_mesh(xs, zs, tissue, keep=~is_skin | ndimage.binary_dilation(~is_skin)),
+        LABELS["soft_tissue"])
+
+    if config.drapes:
+        margin = config.drape_margin_mm * rng.uniform(0.8, 1.3)
+        folds = np.abs(_smooth_field(rng, X, Z, config.drape_fold_mm, (18.0, 60.0), n=6))
+        drape = skin + 1.5 + folds
+        add(*heightfield_mesh(xs, zs, drape, keep=edge > margin), LABELS["drape"])
+
+    skin_mid = float(np.nanmedian(skin[np.abs(X) < hw + 20]))
+    if config.retractors:
+        blade_len = rng.uniform(25, 40)
+        bz = zc + rng.uniform(-0.3, 0.3) * half_len
+        j = int(np.clip(np.searchsorted(zs, bz), 0, len(zs) - 1))
+        for side in (-1.0, 1.0):
+            i = int(np.clip(np.searchsorted(xs, side * (hw + 1.0)), 0, len(xs) - 1))
+            y_lo = float(floor[i, j]) - 2.0
+            y_hi = skin_mid + 12.0
+            cx = side * (hw + 1.5 + rng.uniform(0, 2.0))
+            add(*_box([cx, 0.5 * (y_lo + y_hi), bz], [2.0, y_hi - y_lo, blade_len]),
+                LABELS["retractor"])
+        # Cross bar of a self-retaining retractor, above the skin.
+        add(*_box([0, skin_mid + 15.0, bz + rng.choice([-1, 1]) * (blade_len / 2 - 4)],
+                  [2 * hw + 40, 8.0, 8.0]), LABELS["retractor"])
+
+    if config.tool:
+        cand = np.argwhere((edge < -3) & np.isfinite(hb) & (hb > bone_top - 25))
+        if len(cand):
+            i, j = cand[rng.integers(len(cand))]
+            tip = np.array([xs[i], hb[i, j] + 1.0, zs[j]])
+            tilt = np.radians(rng.uniform(25, 55))
+            az = rng.uniform(0, 2 * np.pi)
+            axis = np.array([np.sin(tilt) * np.cos(az), np.cos(tilt), np.sin(tilt) * np.sin(az)])
+            length = 200.0
+            v, f = _o3d_prim("cylinder", radius=3.0, height=length, resolution=16)
+            Rt = _frame_along(axis)
+            add(v @ Rt.T + tip + axis * length / 2, f, LABELS["tool"])
+            if config.hand:
+                v, f = _o3d_prim("sphere", radius=1.0, resolution=12)
+                v = v * np.array([40.0, 22.0, 50.0])  # a gloved fist around the handle
+                add(v @ Rt.T + tip + axis * 185.0, f, LABELS["hand"])
+
+    i0 = int(np.argmin(np.abs(xs)))
+    j0 = int(np.argmin(np.abs(zs - zc)))
+    info = {"origin": origin, "axes": R, "wound_half_length_mm": float(half_len),
+            "wound_half_width_mm": float(hw),
+            "wound_center": to_patient(np.array([0.0, bone_top, zc])),
+            "bone_top_mm": bone_top, "skin_height_mm": float(skin[i0, j0])}
+    return parts, info
