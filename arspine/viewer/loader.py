@@ -84,12 +84,20 @@ def find_sibling_labels(ct_path: str | Path) -> Path | None:
     return None
 
 
-def _bone_mask(ct) -> np.ndarray:
+def _unlabelled_surfaces(ct, target_faces: int, warnings: list[str]) -> tuple:
+    """Labels split from the bone mask (or one bone surface when that fails)."""
+    from arspine.imaging import bone_surface, segment_bone, split_vertebrae, vertebra_surfaces
+
+    mask = segment_bone(ct)
+    if not np.any(mask):
+        raise InputError("no bone found in the CT (is it in Hounsfield units?)")
     try:
-        from arspine.imaging import segment_bone
-    except ImportError:  # older imaging: a plain cortical-bone threshold
-        return np.asarray(ct.hu) >= 250
-    return segment_bone(ct)
+        lab = split_vertebrae(mask, ct)
+        if lab.levels:
+            return lab, vertebra_surfaces(ct, lab, target_faces=target_faces)
+    except InputError as exc:
+        warnings.append(f"vertebrae not separated ({exc}); showing the bone as one surface")
+    return None, {"bone": bone_surface(ct, mask, target_faces=8 * target_faces)}
 
 
 def load_for_viewer(path: str | Path, labels: str | Path | None = None,
@@ -125,9 +133,7 @@ def load_for_viewer(path: str | Path, labels: str | Path | None = None,
     if not p.exists():
         raise InputError(f"case path not found: {p}")
     report(0.02, f"opening {p.name}")
-    from arspine.imaging.io import load_ct
-    from arspine.imaging.labels import load_labels
-    from arspine.imaging.surfaces import bone_surface, vertebra_surfaces
+    from arspine.imaging import load_ct, load_labels, vertebra_surfaces
 
     case = None
     scan = None
@@ -171,10 +177,7 @@ def load_for_viewer(path: str | Path, labels: str | Path | None = None,
     if lab is not None and lab.levels:
         surfaces = vertebra_surfaces(ct, lab, target_faces=target_faces)
     else:
-        mask = _bone_mask(ct)
-        if not np.any(mask):
-            raise InputError(f"no bone found in {p} (is it a CT in Hounsfield units?)")
-        surfaces = {"bone": bone_surface(ct, mask, target_faces=8 * target_faces)}
+        lab, surfaces = _unlabelled_surfaces(ct, target_faces, warnings)
     report(1.0, f"{name}: {len(surfaces)} surface(s)")
     return ViewerCase(name=name, source=p, ct=ct, labels=lab, surfaces=surfaces, scan=scan,
                       truth=truth, case=case, warnings=warnings)

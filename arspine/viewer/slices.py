@@ -14,19 +14,10 @@ PLANES = {"axial": 2, "coronal": 1, "sagittal": 0}
 
 
 def bone_window_uint8(hu: np.ndarray) -> np.ndarray:
-    """HU -> uint8 grey in the bone window (via :func:`arspine.imaging.window_level`)."""
-    try:
-        from arspine.imaging import window_level
+    """HU -> uint8 grey in the bone window (:func:`arspine.imaging.window_level`)."""
+    from arspine.imaging import window_level
 
-        g = np.asarray(window_level(hu, preset="bone"))
-    except (ImportError, AttributeError):
-        # imaging not available yet: the standard bone window, W 2000 / L 400
-        g = np.clip((np.asarray(hu, np.float32) - (400 - 1000)) / 2000.0, 0.0, 1.0)
-    if g.dtype != np.uint8:
-        g = np.asarray(g, np.float32)
-        g = g * 255.0 if g.max(initial=0) <= 1.0 + 1e-6 else g
-        g = np.clip(g, 0, 255).astype(np.uint8)
-    return g
+    return np.asarray(window_level(hu, preset="bone", dtype="uint8"), dtype=np.uint8)
 
 
 def lps_orientation(T_ct_from_ijk) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]]:
