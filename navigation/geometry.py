@@ -237,23 +237,29 @@ class Mesh:
         return o + (areas[:, None] * (a + b + c) / 3.0).sum(axis=0) / max(areas.sum(), 1e-30)
 
     def principal_axes(self) -> tuple[np.ndarray, np.ndarray]:
-        """Principal axes of the surface (area-weighted).
+        """Principal axes of the surface (exact area-weighted second moments).
 
         Returns
         -------
         axes : (3, 3) rows are unit axes, largest extent first
         std_mm : (3,) standard deviation along each axis
         """
-        tri = self.vertices[self.faces]
-        if len(tri) == 0:
-            pts, w = self.vertices, np.ones(len(self.vertices))
+        if self.n_faces == 0:
+            d = self.vertices - self.vertices.mean(axis=0)
+            cov = d.T @ d / max(len(d), 1)
         else:
-            pts = tri.mean(axis=1)
+            o = self.vertices.mean(axis=0)  # a nearby origin keeps the sums well conditioned
+            tri = self.vertices[self.faces] - o
             w = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]),
                                      axis=1)
-        mu = (w[:, None] * pts).sum(0) / w.sum()
-        d = pts - mu
-        cov = (w[:, None] * d).T @ d / w.sum()
+            total = max(w.sum(), 1e-30)
+            s = tri.sum(axis=1)
+            mu = (w[:, None] * s).sum(0) / (3.0 * total)
+            # Integral of x x^T over a triangle = A/12 (sum_i v_i v_i^T + s s^T), s = sum_i v_i;
+            # centroid-only weighting would misread how a face is split into triangles.
+            second = (np.einsum("f,fki,fkj->ij", w, tri, tri)
+                      + np.einsum("f,fi,fj->ij", w, s, s)) / (12.0 * total)
+            cov = second - np.outer(mu, mu)
         evals, evecs = np.linalg.eigh(cov)
         order = np.argsort(evals)[::-1]
         return evecs[:, order].T, np.sqrt(np.maximum(evals[order], 0))
@@ -303,6 +309,8 @@ class Mesh:
         -------
         points : (n, 3) mm, normals : (n, 3) face normals at the samples.
         """
+        if self.n_faces == 0:
+            raise InputError("cannot sample points on a mesh with no faces")
         rng = np.random.default_rng(seed)
         tri = self.vertices[self.faces]
         areas = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]),
