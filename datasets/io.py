@@ -54,6 +54,8 @@ def _path(path: object, arg: str = "path") -> Path:
 
 
 def _suffix(p: Path, allowed: tuple[str, ...], what: str) -> str:
+    if p.is_dir():
+        raise file_error(p, f"is a folder, expected a {what} file")
     s = p.suffix.lower()
     if s not in allowed:
         raise file_error(p, f"unknown {what} extension {p.suffix or '(none)'!r}; "

@@ -7,7 +7,6 @@ vertices so connected components and vertex normals work. OBJ polygons are fan-t
 from __future__ import annotations
 
 import io
-import re
 import struct
 
 import numpy as np
@@ -18,9 +17,6 @@ from arspine.navigation.geometry import Mesh
 __all__ = ["read_stl", "write_stl", "read_obj", "write_obj"]
 
 _STL_DTYPE = np.dtype([("n", "<f4", (3,)), ("v", "<f4", (3, 3)), ("attr", "<u2")])
-_FLOAT = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)"
-_VERTEX_RE = re.compile(rb"vertex\s+(" + _FLOAT.encode() + rb")\s+(" + _FLOAT.encode()
-                        + rb")\s+(" + _FLOAT.encode() + rb")", re.IGNORECASE)
 
 
 def _weld(path, corners: np.ndarray, frame: str) -> Mesh:
@@ -46,14 +42,18 @@ def read_stl(path, *, frame: str = "ct") -> Mesh:
             raise file_error(path, f"binary STL declares {n} triangles ({84 + 50 * n} bytes), "
                                    f"file has {len(data)} bytes (truncated or wrong count)")
         raise file_error(path, f"not an STL file ({len(data)} bytes, no 'solid' header)")
-    vals = _VERTEX_RE.findall(data)
-    nfacet = len(re.findall(rb"\bendfacet\b", data, re.IGNORECASE))
-    if not re.search(rb"\bendsolid\b", data, re.IGNORECASE):
+    tok = np.array(data.lower().split())
+    nfacet = int(np.count_nonzero(tok == b"endfacet"))
+    if not np.any(tok == b"endsolid"):
         raise file_error(path, "ascii STL has no 'endsolid' line (truncated?)")
-    if len(vals) != 3 * nfacet:
-        raise file_error(path, f"ascii STL has {nfacet} facets but {len(vals)} vertices "
+    at = np.flatnonzero(tok == b"vertex")
+    if len(at) != 3 * nfacet or (len(at) and at[-1] + 3 >= len(tok)):
+        raise file_error(path, f"ascii STL has {nfacet} facets but {len(at)} vertices "
                                f"(expected {3 * nfacet})")
-    corners = np.array(vals, dtype=np.float64).reshape(-1, 3) if vals else np.zeros((0, 3))
+    try:
+        corners = tok[at[:, None] + np.arange(1, 4)].astype(np.float64)
+    except ValueError as exc:
+        raise file_error(path, "ascii STL has a non-numeric vertex coordinate") from exc
     return _weld(path, corners, frame)
 
 
@@ -72,13 +72,14 @@ def write_stl(path, mesh: Mesh, binary: bool = True) -> None:
             f.write(struct.pack("<I", len(tri)))
             f.write(arr.tobytes())
             return
+        tri32 = tri.astype(np.float32).astype(np.float64)
+        rows = np.concatenate([normals, tri32.reshape(-1, 9)], axis=1)
+        facet = (" facet normal %.9g %.9g %.9g\n  outer loop\n"
+                 + "   vertex %.9g %.9g %.9g\n" * 3 + "  endloop\n endfacet")
         buf = io.StringIO()
         buf.write(f"solid {name}\n")
-        for n, t in zip(normals, tri.astype(np.float32).astype(np.float64)):
-            buf.write(f" facet normal {n[0]:.9g} {n[1]:.9g} {n[2]:.9g}\n  outer loop\n")
-            for p in t:
-                buf.write(f"   vertex {p[0]:.9g} {p[1]:.9g} {p[2]:.9g}\n")
-            buf.write("  endloop\n endfacet\n")
+        if len(rows):
+            np.savetxt(buf, rows, fmt=facet)
         buf.write(f"endsolid {name}\n")
         f.write(buf.getvalue().encode("ascii"))
 
@@ -96,16 +97,60 @@ def _obj_index(path, tok: str, n: int, lineno: int) -> int:
     return i
 
 
+def _read_obj_fast(path, lines: list[str], frame: str) -> Mesh | None:
+    """Vectorised path for the common case: triangles, positive indices, one normal per
+    vertex. Returns None to fall back to the general parser."""
+    v = [ln[2:] for ln in lines if ln.startswith("v ")]
+    vn = [ln[3:] for ln in lines if ln.startswith("vn ")]
+    f = [ln[2:].split() for ln in lines if ln.startswith("f ")]
+    if not v or any(len(t) != 3 for t in f) or any("-" in c for t in f for c in t):
+        return None
+    try:
+        verts = np.array(" ".join(v).split(), dtype=np.float64)
+    except ValueError:
+        return None
+    if verts.size != 3 * len(v):
+        return None
+    verts = verts.reshape(-1, 3)
+    corners = [c.split("/") for t in f for c in t]
+    if len({len(c) for c in corners}) > 1:
+        return None
+    try:
+        vi = np.array([c[0] for c in corners], dtype=np.int64).reshape(-1, 3) - 1
+        ni = np.array([c[2] for c in corners], dtype=np.int64) - 1 \
+            if corners and len(corners[0]) == 3 else None
+    except ValueError:
+        return None
+    if vi.size and (vi.min() < 0 or vi.max() >= len(verts)):
+        return None  # the general parser reports the bad line
+    check_finite(path, verts, "vertices")
+    normals = None
+    if vn and ni is not None:
+        nrm = np.array(" ".join(vn).split(), dtype=np.float64)
+        if nrm.size == 3 * len(vn) and ni.min() >= 0 and ni.max() < len(vn):
+            nrm = nrm.reshape(-1, 3)
+            per_vertex = np.full(len(verts), -1)
+            per_vertex[vi.reshape(-1)] = ni
+            if (per_vertex >= 0).all() and np.array_equal(per_vertex[vi.reshape(-1)], ni):
+                normals = nrm[per_vertex]
+                check_finite(path, normals, "normals")
+    return Mesh(verts, vi, normals=normals, frame=frame)
+
+
 def read_obj(path, *, frame: str = "ct") -> Mesh:
     """Read a Wavefront OBJ (``v``, ``vn``, ``f``; polygons fan-triangulated) as a
     :class:`Mesh` (mm, ``frame``). Normals are kept when each vertex has one normal."""
     text = read_bytes(path, "OBJ file").decode("latin-1")
+    lines = text.splitlines()
+    fast = _read_obj_fast(path, lines, frame)
+    if fast is not None:
+        return fast
     verts: list[list[str]] = []
     vnorms: list[list[str]] = []
     faces: list[tuple[int, int, int]] = []
     corner_normals: dict[int, int] = {}
     normals_ok = True
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(lines, start=1):
         tok = line.split()
         if not tok or tok[0].startswith("#"):
             continue
