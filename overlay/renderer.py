@@ -506,11 +506,12 @@ class OverlayRenderer:
         W, H = self._rdisplay.width_px, self._rdisplay.height_px
         self._window.Render()
         self._window.GetRGBACharPixelData(0, 0, W - 1, H - 1, 0, self._carr)
-        rgba = vtk_to_numpy(self._carr).reshape(H, W, 4)[::-1]
+        # copy: the VTK array is reused by the next render (the other eye)
+        rgba = np.ascontiguousarray(vtk_to_numpy(self._carr).reshape(H, W, 4)[::-1])
         depth = None
         if need_depth:
             self._window.GetZbufferData(0, 0, W - 1, H - 1, self._zarr)
-            zb = vtk_to_numpy(self._zarr).reshape(H, W)[::-1]
+            zb = np.ascontiguousarray(vtk_to_numpy(self._zarr).reshape(H, W)[::-1])
             near, far = self._camera.GetClippingRange()
             ndc = 2.0 * zb.astype(np.float64) - 1.0
             depth = 2.0 * near * far / ((far + near) - ndc * (far - near))

@@ -1,17 +1,243 @@
-"""`arspine render` (not implemented yet)."""
+"""`arspine render`: per-eye overlay images of a case for a head pose or a head trajectory."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
 
-from arspine.errors import ArspineError
+from arspine.errors import InputError, RegistrationRejected
 
-HELP = "render (not implemented yet)"
+__all__ = ["HELP", "add_arguments", "run", "write_png", "sensor_poses_from_result"]
+
+HELP = "render the per-eye overlay (RGBA PNGs + eyes.json) for a head pose or trajectory"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--case", required=True, help="case bundle folder")
+    parser.add_argument("--result", help="registration result.json (default: the case's "
+                        "truth.json poses)")
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--head-pose", help="head pose or trajectory JSON "
+                     "({T_world_from_head, T_world_from_sensor} or {poses: [...], ...})")
+    src.add_argument("--trajectory", help="simulate a head trajectory: static, standing, "
+                     "leaning, wound_screen")
+    parser.add_argument("--display", default="default", help="display preset (default, "
+                        "hololens2, magicleap2, waveguide_glasses, quest3)")
+    parser.add_argument("--style", default="solid",
+                        help="solid, transparent, outline, depth (default solid)")
+    parser.add_argument("--duration-s", type=float, default=2.0,
+                        help="simulated trajectory length (default 2 s)")
+    parser.add_argument("--rate-hz", type=float, default=15.0,
+                        help="frames per second rendered from a trajectory (default 15)")
+    parser.add_argument("--seed", type=int, default=0, help="trajectory seed")
+    parser.add_argument("--latency-s", type=float, default=0.0,
+                        help="render each frame from the head pose this long ago")
+    parser.add_argument("--predictor", default="none", help="none, constant_velocity, "
+                        "constant_acceleration, kalman (with --latency-s)")
+    parser.add_argument("--plan", help="surgical plan JSON (screws) to draw")
+    parser.add_argument("--propose-screws", action="store_true",
+                        help="propose and draw pedicle screws from the CT and labels")
+    parser.add_argument("--text", help="guidance text drawn in both eyes")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def write_png(path: Path, rgba) -> Path:
+    """Write an RGBA uint8 image atomically (temp file in the same folder + rename)."""
+    from PIL import Image
+
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        Image.fromarray(rgba, mode="RGBA").save(tmp, format="PNG", compress_level=1)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _write_json(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def sensor_poses_from_result(data: dict, source: str) -> dict:
+    """``{level: RigidTransform T_sensor_from_ct}`` from a result.json dict.
+
+    Rejected results raise :class:`RegistrationRejected`; rejected levels are left out (never
+    drawn); levels without their own pose are not drawn either.
+    """
+    from arspine.navigation.frames import RigidTransform
+
+    if not isinstance(data, dict):
+        raise InputError(f"{source} must be a JSON object")
+    if data.get("status") != "ok":
+        raise RegistrationRejected(f"{source}: registration status is "
+                                   f"{data.get('status')!r} ({data.get('reason')}); "
+                                   f"nothing is drawn from a rejected registration", data)
+    poses = {}
+    for lv, d in (data.get("vertebrae") or {}).items():
+        if not isinstance(d, dict) or d.get("status", "ok") != "ok":
+            continue
+        try:
+            poses[lv] = RigidTransform.from_matrix(d["T_sensor_from_ct"], "sensor", "ct",
+                                                   orthonormalize=True)
+        except (KeyError, TypeError, InputError) as exc:
+            raise InputError(f"{source}: vertebrae.{lv}.T_sensor_from_ct: {exc}") from None
+    if not poses and data.get("T_sensor_from_ct") is not None:
+        poses["*"] = RigidTransform.from_matrix(data["T_sensor_from_ct"], "sensor", "ct",
+                                                orthonormalize=True)
+    if not poses:
+        raise InputError(f"{source} has no accepted T_sensor_from_ct")
+    return poses
+
+
+def _load_screws(args, case):
+    if args.plan:
+        from arspine.navigation.plan import SurgicalPlan
+
+        p = Path(args.plan)
+        if not p.is_file():
+            raise InputError(f"--plan file not found: {p}")
+        try:
+            return list(SurgicalPlan.from_dict(json.loads(p.read_text())))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"--plan {p} is not valid JSON: {exc}") from None
+    if args.propose_screws:
+        if case.ct_path is None or case.labels_path is None:
+            raise InputError("--propose-screws needs a case with a CT and labels.nii.gz")
+        from arspine.navigation.plan import propose_screws
+
+        ct = case.load_ct()
+        return list(propose_screws(ct, case.load_labels(ct)))
+    return []
 
 
 def run(args: argparse.Namespace) -> int:
-    raise ArspineError("arspine render is not implemented yet")
+    import numpy as np
+
+    from arspine.datasets.case import load_case
+    from arspine.navigation.frames import RigidTransform
+    from arspine.overlay.display import get_display
+    from arspine.overlay.headpose import (
+        HeadTrajectory,
+        default_T_world_from_sensor,
+        load_head_poses,
+        simulate_head_trajectory,
+    )
+    from arspine.overlay.latency import delayed_poses
+    from arspine.overlay.renderer import STYLES, OverlayRenderer
+
+    display = get_display(args.display)
+    if args.style not in STYLES or args.style == "clip":
+        raise InputError(f"--style must be one of solid, transparent, outline, depth, got "
+                         f"{args.style!r}")
+    if not (args.rate_hz > 0 and args.duration_s > 0):
+        raise InputError(f"--rate-hz and --duration-s must be > 0, got {args.rate_hz}, "
+                         f"{args.duration_s}")
+    case = load_case(args.case, load_scan=False)
+    if args.result:
+        rp = Path(args.result)
+        if not rp.is_file():
+            raise InputError(f"--result file not found: {rp}")
+        try:
+            data = json.loads(rp.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"--result {rp} is not valid JSON: {exc}") from None
+        sensor_poses = sensor_poses_from_result(data, str(rp))
+    elif case.truth:
+        sensor_poses = {lv: d["T_sensor_from_ct"] for lv, d in case.truth.items()}
+    else:
+        raise InputError(f"case {case.folder} has no truth.json: pass --result result.json")
+
+    surfaces = case.load_surfaces()
+    if "*" not in sensor_poses:
+        surfaces = {lv: m for lv, m in surfaces.items() if lv in sensor_poses}
+        if not surfaces:
+            raise InputError(f"no vertebra surface matches the posed levels "
+                             f"{sorted(sensor_poses)}")
+    screws = _load_screws(args, case)
+
+    # Head poses and where the sensor sits in the room.
+    if args.head_pose:
+        traj = load_head_poses(args.head_pose)
+    else:
+        traj = None
+    T_world_from_sensor = traj.sensor_pose() if traj is not None \
+        else default_T_world_from_sensor()
+    T_world_from_ct = {lv: T_world_from_sensor @ T for lv, T in sensor_poses.items()}
+    if "*" in T_world_from_ct:
+        T_world_from_ct = T_world_from_ct["*"]
+        T_any = T_world_from_ct
+    else:
+        T_any = None
+    cents = [(T_any or T_world_from_ct[lv]).apply(m.vertices.mean(axis=0))
+             for lv, m in surfaces.items()]
+    wound = np.mean(cents, axis=0)
+    if traj is None:
+        kind = args.trajectory or "static"
+        duration = args.duration_s if args.trajectory else 1.0 / args.rate_hz
+        traj = simulate_head_trajectory(kind, duration, max(60.0, args.rate_hz), args.seed,
+                                        wound_world_mm=wound,
+                                        distance_mm=display.focal_plane_mm
+                                        if display.focal_plane_mm < 1000 else 500.0,
+                                        T_world_from_sensor=T_world_from_sensor)
+        if not args.trajectory:  # one still frame from the standard viewpoint
+            traj = HeadTrajectory(np.zeros(1), traj.T_world_from_head[:1],
+                                  traj.T_world_from_sensor, "pose", traj.meta)
+        else:  # resample to the output frame rate
+            times = np.arange(0.0, traj.duration_s + 1e-9, 1.0 / args.rate_hz)
+            traj = HeadTrajectory(times, traj.poses_at(times), traj.T_world_from_sensor,
+                                  traj.name, traj.meta)
+
+    times = traj.timestamps_s
+    heads = traj.T_world_from_head
+    if args.latency_s > 0 and len(traj) > 1:
+        times, heads, _ = delayed_poses(traj, args.latency_s, args.predictor)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    single = len(times) == 1
+    frames = []
+    from tqdm import tqdm
+
+    with OverlayRenderer(display, surfaces, screws, style=args.style) as ren:
+        ren.set_poses(T_world_from_ct)
+        bar = tqdm(total=len(times), desc="render", unit="frame",
+                   disable=args.no_progress or single or not os.isatty(2))
+        for i, (t, m) in enumerate(zip(times, heads)):
+            T_wh = RigidTransform.from_matrix(m, "world", "head", orthonormalize=True)
+            frame = ren.render(T_wh, text=args.text)
+            entry = {"index": i, "timestamp_s": float(t)}
+            for side in ("left", "right"):
+                name = f"{side}.png" if single else f"{side}_{i:04d}.png"
+                write_png(out / name, frame.images[side])
+                entry[side] = frame.eye_dict(side, name)
+            entry["T_world_from_head"] = T_wh.as_matrix().tolist()
+            frames.append(entry)
+            bar.update(1)
+        bar.close()
+        n_tri = ren.n_triangles
+    eyes = {"frames": frames, "display": display.to_dict(), "style": args.style,
+            "T_world_from_sensor": T_world_from_sensor.as_matrix().tolist(),
+            "levels": sorted(surfaces), "latency_s": args.latency_s,
+            "predictor": args.predictor if args.latency_s > 0 else None,
+            "convention": "eye x right, y down, z forward; pixel (u, v) = K @ (x/z, y/z, 1), "
+                          "pixel centres at integers, (0, 0) top-left"}
+    _write_json(out / "eyes.json", eyes)
+    print(f"arspine render: {len(frames)} frame(s), {len(surfaces)} vertebrae "
+          f"({n_tri} triangles), {len(screws)} screws, display {display.name} "
+          f"{display.width_px}x{display.height_px} -> {out}")
+    return 0
