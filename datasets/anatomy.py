@@ -247,7 +247,7 @@ def vertebra_targets(mesh: Mesh, axes: np.ndarray, n_interior: int = 24,
                      seed: int = 0) -> np.ndarray:
     """TRE targets of one vertebra: pedicle screw entry and tip points plus interior points.
 
-    The vertebra is voxelised (1.5 mm) in patient axes. The spinal canal is the empty gap, on
+    The vertebra is voxelised (2 mm) in patient axes. The spinal canal is the empty gap, on
     the midline, between the body (anterior) and the lamina (posterior); the pedicles are the
     bone lateral to the canal at canal depth. Each screw runs from the pedicle centre towards
     the body centre (medial convergence), entry where it leaves the posterior cortex, tip at
@@ -263,7 +263,7 @@ def vertebra_targets(mesh: Mesh, axes: np.ndarray, n_interior: int = 24,
     c = mesh.centroid()
     loc = (mesh.vertices - c) @ R  # (x left, y posterior, z cranial) around the centroid
     lo, hi = np.floor(loc.min(0)) - 1, np.ceil(loc.max(0)) + 1
-    g = [np.arange(lo[i], hi[i] + 1, 1.5) for i in range(3)]
+    g = [np.arange(lo[i], hi[i] + 1, 2.0) for i in range(3)]
     X, Y, Z = np.meshgrid(*g, indexing="ij")
     grid = np.stack([X, Y, Z], -1).reshape(-1, 3)
     inside = _Occupancy(mesh)

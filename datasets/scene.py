@@ -145,9 +145,9 @@ def heightfield_mesh(xs: np.ndarray, zs: np.ndarray, h: np.ndarray,
     c, d = idx[:-1, 1:][cell], idx[1:, 1:][cell]
     # Wound so the normals point to +y (up, towards the sensor).
     faces = np.concatenate([np.stack([a, c, b], 1), np.stack([b, c, d], 1)])
-    used = np.unique(faces)
-    remap = -np.ones(len(verts), dtype=np.int64)
-    remap[used] = np.arange(len(used))
+    used = np.zeros(len(verts), bool)
+    used[faces.ravel()] = True
+    remap = np.cumsum(used) - 1
     return verts[used], remap[faces]
 
 
