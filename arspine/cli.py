@@ -36,6 +36,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("export", "export"),
     ("igtl", "igtl"),
     ("view", "view"),
+    ("info", "info"),
 ]
 
 
@@ -54,11 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"arspine {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, module in COMMANDS:
-        mod = importlib.import_module(f"arspine.commands.{module}")
-        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        try:
+            mod = importlib.import_module(f"arspine.commands.{module}")
+            help_text = mod.HELP
+        except Exception as exc:  # noqa: BLE001 - one broken command must not break the CLI
+            p = sub.add_parser(name, help=f"(unavailable: {type(exc).__name__})")
+            p.add_argument("_rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            p.set_defaults(_run=_unavailable(name, exc))
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
+
+
+def _unavailable(name: str, exc: Exception):
+    def run(args: argparse.Namespace) -> int:
+        raise RuntimeError(f"arspine {name} cannot be loaded: {type(exc).__name__}: {exc}")
+    return run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
