@@ -1,0 +1,138 @@
+"""The wheel built from a clean clone holds only the `arspine` package and imports correctly
+from a fresh environment (no editable finder, nothing downloaded)."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+GENERIC = ("datasets", "imaging", "registration", "overlay", "navigation")
+
+
+def _sh(*cmd, cwd=None, env=None, timeout=180) -> subprocess.CompletedProcess:
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=cwd, env=env,
+                       timeout=timeout)
+    assert r.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{r.stdout}\n{r.stderr}"
+    return r
+
+
+def _package_dirs(setup_cfg: Path) -> dict[str, str]:
+    cfg = configparser.ConfigParser()
+    cfg.read(setup_cfg)
+    lines = [ln.strip() for ln in cfg["options"]["package_dir"].splitlines() if ln.strip()]
+    return dict(tuple(x.strip() for x in ln.split("=")) for ln in lines)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """(clean clone, wheel path)."""
+    tmp = tmp_path_factory.mktemp("pkg")
+    src = tmp / "clone"
+    if (REPO / ".git").exists() and shutil.which("git"):
+        _sh("git", "clone", "--quiet", "--no-hardlinks", REPO, src)
+    else:  # an unpacked source tree: copy it without build products
+        shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
+            ".venv", "build", "dist", "*.egg-info", "__pycache__", ".git", ".cache"))
+    dist = tmp / "dist"
+    _sh(sys.executable, "-m", "build", "--wheel", "--no-isolation", "--skip-dependency-check",
+        "--outdir", dist, src, cwd=tmp)
+    wheels = list(dist.glob("arspine-*.whl"))
+    assert len(wheels) == 1, wheels
+    return src, wheels[0]
+
+
+def test_wheel_holds_only_the_arspine_package(built):
+    src, wheel = built
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names}
+    dist_info = [t for t in tops if t.endswith(".dist-info")]
+    assert len(dist_info) == 1 and dist_info[0].startswith("arspine-")
+    assert tops - set(dist_info) == {"arspine"}, tops
+    assert not any(n.split("/")[0] in GENERIC for n in names)
+    # Every source module of every mapped folder is in the wheel, under arspine/.
+    for pkg, folder in _package_dirs(src / "setup.cfg").items():
+        for py in (src / folder).glob("*.py"):
+            assert f"{pkg.replace('.', '/')}/{py.name}" in names, f"{folder}/{py.name} missing"
+    # Every source folder with an __init__.py is a package listed in setup.cfg.
+    mapped = {(src / f).resolve() for f in _package_dirs(src / "setup.cfg").values()}
+    for init in src.glob("*/**/__init__.py"):
+        d = init.parent.resolve()
+        if "tests" in d.parts or ".venv" in d.parts:
+            continue
+        in_pkg = [m for m in mapped if m == d or m in d.parents]
+        if in_pkg:
+            rel = d.relative_to(in_pkg[0]).parts
+            assert not rel or any(n.startswith("arspine/") and f"/{'/'.join(rel)}/" in n
+                                  for n in names), f"subpackage {d} not in the wheel"
+    entry = [n for n in names if n.endswith("entry_points.txt")]
+    text = zipfile.ZipFile(wheel).read(entry[0]).decode()
+    assert "arspine = arspine.cli:main" in text
+
+
+def test_wheel_installs_and_imports_in_a_fresh_environment(built, tmp_path, data_dir):
+    _, wheel = built
+    venv = tmp_path / "venv"
+    base_python = getattr(sys, "_base_executable", sys.executable)
+    _sh(base_python, "-m", "venv", "--without-pip", venv)
+    py = venv / "bin" / "python"
+    _sh(sys.executable, "-m", "pip", "--python", py, "install", "--quiet", "--no-deps",
+        "--no-index", wheel)
+    site = Path(subprocess.check_output(
+        [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
+    ).strip())
+    # Dependencies from the project venv, appended after the fresh site-packages. A path
+    # line in a .pth does not run that folder's own .pth files, so the editable finder of
+    # the project venv stays inactive.
+    (site / "zz_arspine_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    script = textwrap.dedent(f"""
+        import importlib, importlib.util, sys
+        from pathlib import Path
+        import arspine
+        assert Path(arspine.__file__).resolve().is_relative_to(Path({str(site)!r}).resolve()), \\
+            arspine.__file__
+        assert not any("__editable__" in type(f).__module__ for f in sys.meta_path)
+        for sub in ("navigation", "navigation.frames", "navigation.geometry", "imaging",
+                    "registration", "overlay", "datasets", "datasets.io", "datasets.paths",
+                    "cli", "commands", "viewer", "errors"):
+            m = importlib.import_module("arspine." + sub)
+            assert Path(m.__file__).resolve().is_relative_to(Path({str(site)!r}).resolve())
+        for name in {GENERIC!r}:
+            spec = importlib.util.find_spec(name)
+            assert spec is None or "arspine" not in str(spec.origin), (name, spec)
+        assert "PyQt5" not in sys.modules, "importing arspine pulled in PyQt5"
+        from arspine.datasets.io import read_points
+        c = read_points(Path({str(data_dir)!r}) / "ismr24_phantom" / "ct_frame" / "fiducials.pcd")
+        assert len(c) == 6
+        print("ok", arspine.__version__)
+    """)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DISPLAY")}
+    r = _sh(py, "-c", script, cwd=tmp_path, env=env)
+    assert r.stdout.split() == ["ok", __import__("arspine").__version__]
+    cli = _sh(venv / "bin" / "arspine", "--version", cwd=tmp_path, env=env)
+    assert cli.stdout.strip().startswith("arspine ")
+
+
+def test_project_venv_has_no_generic_top_level_modules(tmp_path):
+    """The editable install maps only `arspine`; from a neutral folder `import datasets`
+    finds nothing of ours (the repo root is on sys.path only when it is the cwd)."""
+    script = textwrap.dedent(f"""
+        import importlib.util, arspine
+        for name in {GENERIC!r}:
+            spec = importlib.util.find_spec(name)
+            assert spec is None or not str(spec.origin).startswith({str(REPO)!r}), spec
+        import arspine.datasets, arspine.navigation
+        assert arspine.datasets.__file__.startswith({str(REPO / "datasets")!r})
+        print("ok")
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    assert _sh(sys.executable, "-c", script, cwd=tmp_path, env=env).stdout.strip() == "ok"
