@@ -1,0 +1,70 @@
+"""Small point-cloud kernels shared by the registration modules (numpy / scipy / open3d)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["voxel_downsample", "estimate_normals", "fpfh", "orthobasis", "unit"]
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    """Rows (or a vector) scaled to unit length; zero rows stay zero."""
+    v = np.asarray(v, dtype=np.float64)
+    n = np.linalg.norm(v, axis=-1, keepdims=True)
+    return v / np.where(n > 0, n, 1.0)
+
+
+def orthobasis(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit vectors completing ``v`` to a right-handed orthonormal basis."""
+    v = unit(v)
+    a = np.array([1.0, 0, 0]) if abs(v[0]) < 0.9 else np.array([0, 1.0, 0])
+    a = unit(a - (a @ v) * v)
+    return a, np.cross(v, a)
+
+
+def voxel_downsample(points: np.ndarray, voxel_mm: float, normals: np.ndarray | None = None,
+                     labels: np.ndarray | None = None):
+    """Average points (and normals) per voxel; labels take the first point's value.
+
+    Returns ``(points, normals_or_None, labels_or_None, index_of_a_member)``.
+    """
+    key = np.floor(points / voxel_mm).astype(np.int64)
+    key -= key.min(axis=0)
+    dims = key.max(axis=0) + 1
+    lin = (key[:, 0] * dims[1] + key[:, 1]) * dims[2] + key[:, 2]
+    uniq, first, inv = np.unique(lin, return_index=True, return_inverse=True)
+    cnt = np.bincount(inv).astype(np.float64)
+    out = np.stack([np.bincount(inv, points[:, k]) for k in range(3)], axis=1) / cnt[:, None]
+    nrm = None
+    if normals is not None:
+        nrm = unit(np.stack([np.bincount(inv, normals[:, k]) for k in range(3)], axis=1))
+    lab = None if labels is None else labels[first]
+    return out, nrm, lab, first
+
+
+def estimate_normals(points: np.ndarray, radius_mm: float, max_nn: int = 20,
+                     toward: np.ndarray | None = None) -> np.ndarray:
+    """PCA normals (open3d); oriented toward the point ``toward`` when given (the sensor)."""
+    import open3d as o3d
+
+    pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
+    pc.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=radius_mm, max_nn=max_nn))
+    n = np.asarray(pc.normals).copy()
+    if toward is not None:
+        flip = np.einsum("ij,ij->i", n, np.asarray(toward)[None, :] - points) < 0
+        n[flip] *= -1
+    return n
+
+
+def fpfh(points: np.ndarray, normals: np.ndarray, radius_mm: float,
+         max_nn: int = 60) -> np.ndarray:
+    """FPFH descriptors (open3d), ``(N, 33)`` float32, rows L2-normalised."""
+    import open3d as o3d
+
+    pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
+    pc.normals = o3d.utility.Vector3dVector(normals)
+    f = o3d.pipelines.registration.compute_fpfh_feature(
+        pc, o3d.geometry.KDTreeSearchParamHybrid(radius=radius_mm, max_nn=max_nn))
+    d = np.asarray(f.data).T.astype(np.float32)
+    n = np.linalg.norm(d, axis=1, keepdims=True)
+    return d / np.where(n > 0, n, 1.0)

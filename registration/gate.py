@@ -1,0 +1,75 @@
+"""Quality gate: a registration is ``ok`` only when the evidence supports it.
+
+Each rule gives a reason a person understands. Rules, in order:
+
+- enough bone seen (inlier scan points on the model surface);
+- the pose explains the scan better than nothing (positive visibility score, few free-space
+  violations: the sensor must not see *through* where bone should be);
+- residual (RMS point-to-plane of the inliers);
+- margin over the best alternative (one or two levels shifted, flipped, another hypothesis):
+  the alternative must fit clearly worse ("level ambiguous: L3 vs L4 fit within 4 %");
+- per level: coverage of its sensor-facing surface, inliers and residual; a level that fails
+  is rejected on its own (e.g. not exposed), the whole result needs at least one good level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["GateConfig", "gate_whole", "gate_level"]
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Thresholds of the quality gate (mm, fractions)."""
+
+    min_inliers: int = 1500            # scan points within 2 mm of bone, normals agreeing
+    max_rmse_mm: float = 1.5
+    max_violation_ratio: float = 0.25  # free-space violations / supported model points
+    min_margin: float = 0.25           # (best - alternative) / best visibility score
+    min_level_coverage: float = 0.12   # supported / sensor-facing shell points of a level
+    min_level_inliers: int = 250
+    max_level_rmse_mm: float = 1.5
+    max_level_motion_mm: float = 6.0   # per-level pose vs whole-spine pose
+    max_level_motion_deg: float = 6.0
+
+
+def gate_whole(q: dict, cfg: GateConfig) -> str | None:
+    """Reason to reject the whole registration, or None when it passes.
+
+    ``q`` holds: n_inliers, rmse_mm, score, support, violations, margin, runner_up
+    (name of the best alternative), runner_up_desc.
+    """
+    if q["n_inliers"] < cfg.min_inliers:
+        return (f"too few bone points ({q['n_inliers']} < {cfg.min_inliers}): the scan does "
+                f"not show enough exposed bone of this CT")
+    if q["score"] <= 0:
+        return ("no pose explains the scan: the best pose is contradicted by what the sensor "
+                "saw (wrong anatomy or no exposed bone)")
+    ratio = q["violations"] / max(q["support"], 1)
+    if ratio > cfg.max_violation_ratio:
+        return (f"the sensor sees through the registered bone at {q['violations']} points "
+                f"({ratio:.0%} of {q['support']} supported): wrong pose or wrong anatomy")
+    if q["rmse_mm"] > cfg.max_rmse_mm:
+        return f"residual {q['rmse_mm']:.2f} mm > {cfg.max_rmse_mm:.2f} mm"
+    if q["margin"] < cfg.min_margin:
+        return (f"{q['runner_up_desc']} fits within {q['margin']:.0%} of the best pose "
+                f"(need {cfg.min_margin:.0%}): ambiguous, refusing to guess")
+    return None
+
+
+def gate_level(level: str, v: dict, cfg: GateConfig) -> str | None:
+    """Reason to reject one level, or None. ``v``: coverage, n_inliers, rmse_mm, motion_mm,
+    motion_deg."""
+    if v["coverage"] < cfg.min_level_coverage:
+        return (f"{level} not exposed enough: {v['coverage']:.0%} of its visible surface seen "
+                f"(< {cfg.min_level_coverage:.0%})")
+    if v["n_inliers"] < cfg.min_level_inliers:
+        return f"{level}: too few bone points ({v['n_inliers']} < {cfg.min_level_inliers})"
+    if v["rmse_mm"] > cfg.max_level_rmse_mm:
+        return f"{level}: residual {v['rmse_mm']:.2f} mm > {cfg.max_level_rmse_mm:.2f} mm"
+    if v["motion_mm"] > cfg.max_level_motion_mm or v["motion_deg"] > cfg.max_level_motion_deg:
+        return (f"{level}: moved {v['motion_mm']:.1f} mm / {v['motion_deg']:.1f} deg from the "
+                f"spine pose (bound {cfg.max_level_motion_mm:g} mm / "
+                f"{cfg.max_level_motion_deg:g} deg)")
+    return None

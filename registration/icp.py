@@ -1,0 +1,127 @@
+"""Robust point-to-plane ICP of scan points (sensor) onto model shell points (ct).
+
+Correspondences go scan -> model (the model is small, clean and has reliable normals), with
+a shrinking correspondence distance, a normal-agreement check (skin facing the other way is
+not bone), and Tukey weights on the point-to-plane residual. An optional bound keeps the
+result within ``max_motion_mm`` / ``max_motion_deg`` of a reference pose (multi-body use).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["IcpResult", "icp_point_to_plane", "small_rigid"]
+
+
+@dataclass
+class IcpResult:
+    """``T_ct_from_sensor`` (4, 4) matrix, residual RMS (mm), inlier count and iterations."""
+
+    T_ct_from_sensor: np.ndarray
+    rmse_mm: float
+    n_inliers: int
+    iterations: int
+    converged: bool
+
+
+def small_rigid(x: np.ndarray) -> np.ndarray:
+    """4x4 rigid matrix from ``x = (wx, wy, wz, tx, ty, tz)`` (rotation vector, radians)."""
+    w, t = x[:3], x[3:]
+    th = float(np.linalg.norm(w))
+    k = np.array([[0, -w[2], w[1]], [w[2], 0, -w[0]], [-w[1], w[0], 0]])
+    if th < 1e-12:
+        r = np.eye(3) + k
+    else:
+        k = k / th
+        r = np.eye(3) + np.sin(th) * k + (1 - np.cos(th)) * (k @ k)
+    m = np.eye(4)
+    m[:3, :3], m[:3, 3] = r, t
+    return m
+
+
+def icp_point_to_plane(src: np.ndarray, src_normals: np.ndarray | None, tree, tgt: np.ndarray,
+                       tgt_normals: np.ndarray, T_init: np.ndarray,
+                       schedule_mm: tuple = (6.0, 4.0, 3.0, 2.0), iters_per_stage: int = 6,
+                       tukey_c_mm: float = 2.5, normal_min_dot: float = 0.3,
+                       max_motion_mm: float | None = None, max_motion_deg: float | None = None,
+                       motion_center: np.ndarray | None = None,
+                       min_pairs: int = 12, tol: float = 1e-4) -> IcpResult:
+    """Robust point-to-plane ICP.
+
+    Parameters
+    ----------
+    src : (N, 3) scan points, sensor mm; src_normals : (N, 3) or None (skip normal check).
+    tree : scipy.spatial.cKDTree over ``tgt``.
+    tgt, tgt_normals : (M, 3) model points and outward normals, ct mm.
+    T_init : (4, 4) initial ``T_ct_from_sensor``.
+    schedule_mm : correspondence distances (mm), one stage each, shrinking.
+    max_motion_mm, max_motion_deg : optional trust region around ``T_init`` (each step is
+        projected back into it, so a neighbour or the skin cannot pull the pose away),
+        measured at ``motion_center`` (ct mm; default the target centroid).
+
+    Returns
+    -------
+    IcpResult
+    """
+    T = np.array(T_init, dtype=np.float64)
+    it_total, n_in, rmse, converged = 0, 0, np.inf, False
+    T0 = T.copy()
+    center = tgt.mean(axis=0) if motion_center is None else np.asarray(motion_center, float)
+    for dmax in schedule_mm:
+        for _ in range(iters_per_stage):
+            it_total += 1
+            q = src @ T[:3, :3].T + T[:3, 3]
+            d, idx = tree.query(q, k=1, distance_upper_bound=dmax, workers=2)
+            ok = np.isfinite(d)
+            if src_normals is not None:
+                ns = src_normals[ok] @ T[:3, :3].T
+                agree = np.einsum("ij,ij->i", ns, tgt_normals[idx[ok]]) > normal_min_dot
+                ok_idx = np.flatnonzero(ok)[agree]
+            else:
+                ok_idx = np.flatnonzero(ok)
+            if len(ok_idx) < min_pairs:
+                return IcpResult(T, float("inf"), int(len(ok_idx)), it_total, False)
+            qi = q[ok_idx]
+            m = tgt[idx[ok_idx]]
+            n = tgt_normals[idx[ok_idx]]
+            r = np.einsum("ij,ij->i", qi - m, n)
+            c = min(tukey_c_mm, dmax)
+            w = np.where(np.abs(r) < c, (1 - (r / c) ** 2) ** 2, 0.0)
+            J = np.hstack([np.cross(qi, n), n])
+            Jw = J * w[:, None]
+            A = Jw.T @ J + 1e-6 * np.eye(6)
+            b = -Jw.T @ r
+            x = np.linalg.solve(A, b)
+            T = small_rigid(x) @ T
+            if max_motion_mm is not None or max_motion_deg is not None:
+                T = _clamp(T, T0, center, max_motion_mm, max_motion_deg)
+            n_in = int(np.sum(w > 0))
+            rmse = float(np.sqrt(np.sum(w * r**2) / max(np.sum(w), 1e-12)))
+            if np.linalg.norm(x[:3]) < tol * 0.1 and np.linalg.norm(x[3:]) < tol:
+                converged = True
+                break
+    return IcpResult(T, rmse, n_in, it_total, converged or it_total > 0)
+
+
+def _clamp(T: np.ndarray, T0: np.ndarray, c: np.ndarray, max_mm: float | None,
+           max_deg: float | None) -> np.ndarray:
+    """Project ``T`` into the trust region around ``T0`` (motion of point ``c`` in ct)."""
+    from arspine.navigation.frames import RigidTransform
+
+    D = T @ np.linalg.inv(T0)
+    rv = RigidTransform.from_matrix(D, "a", "a", orthonormalize=True).as_rotvec()
+    tc = D[:3, :3] @ c + D[:3, 3] - c
+    ang = np.degrees(np.linalg.norm(rv))
+    clipped = False
+    if max_deg is not None and ang > max_deg:
+        rv, clipped = rv * (max_deg / ang), True
+    if max_mm is not None and np.linalg.norm(tc) > max_mm:
+        tc, clipped = tc * (max_mm / np.linalg.norm(tc)), True
+    if not clipped:
+        return T
+    Rn = small_rigid(np.r_[rv, 0, 0, 0])[:3, :3]
+    Dn = np.eye(4)
+    Dn[:3, :3], Dn[:3, 3] = Rn, c + tc - Rn @ c
+    return Dn @ T0

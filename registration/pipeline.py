@@ -1,0 +1,220 @@
+"""Markerless CT-to-scan registration: clean-up, global search, fine, per level, gate.
+
+``register(model, scan)`` needs no initial pose, no manual points and no level. Steps:
+
+1. :func:`~arspine.registration.preprocess.prepare_scan` crops, removes outliers, downsamples
+   and finds the surgical exposure (the scan is mostly skin and drapes; they are used only to
+   test poses for free-space violations, never registered);
+2. global hypotheses from the exposure's structure (midline sweep along the wound's axis,
+   both head/tail directions), refined briefly and scored by visibility on the whole scan;
+3. the explicit look-alikes of the best pose (+-1, +-2 levels, two 180-degree flips) are
+   always refined and scored: the runner-up and the margin go to the gate;
+4. robust point-to-plane ICP on the exposure, then per vertebra with a trust region;
+5. the quality gate (:mod:`arspine.registration.gate`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from arspine.errors import InputError
+from arspine.navigation.frames import RigidTransform
+from arspine.registration.gate import GateConfig, gate_level, gate_whole
+from arspine.registration.global_ import (
+    DepthImage,
+    Hypothesis,
+    _close,
+    alternatives,
+    exposure_hypotheses,
+    refine,
+    visibility_score,
+)
+from arspine.registration.icp import icp_point_to_plane
+from arspine.registration.multibody import level_motion, refine_levels
+from arspine.registration.preprocess import ScanConfig, prepare_scan
+from arspine.registration.result import RegistrationResult, VertebraResult
+
+__all__ = ["RegisterConfig", "register"]
+
+
+@dataclass(frozen=True)
+class RegisterConfig:
+    """Parameters of :func:`register` (defaults are the benchmarked ones)."""
+
+    scan: ScanConfig = field(default_factory=ScanConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    n_hypotheses: int = 8
+    inlier_mm: float = 2.0
+    fine_schedule_mm: tuple = (4.0, 3.0, 2.0, 1.5)
+    per_level: bool = True
+    seed: int = 0
+
+
+def _as_model(model):
+    from arspine.registration.model import PreparedModel
+
+    if not isinstance(model, PreparedModel):
+        raise InputError(f"model must be a PreparedModel (from prepare_model), got "
+                         f"{type(model).__name__}")
+    return model
+
+
+def _inlier_stats(T: np.ndarray, pts: np.ndarray, nrm: np.ndarray, model, tau: float):
+    q = pts @ T[:3, :3].T + T[:3, 3]
+    d, idx = model.tree().query(q, k=1, distance_upper_bound=tau, workers=2)
+    ok = np.isfinite(d)
+    idx_ok = idx[ok]
+    agree = np.einsum("ij,ij->i", nrm[ok] @ T[:3, :3].T, model.normals[idx_ok]) > 0.3
+    r = np.einsum("ij,ij->i", q[ok][agree] - model.points[idx_ok[agree]],
+                  model.normals[idx_ok[agree]])
+    rmse = float(np.sqrt(np.mean(r**2))) if len(r) else float("inf")
+    return int(agree.sum()), rmse
+
+
+def _describe(kind: str, best_levels: list, model) -> str:
+    if kind.startswith("shift"):
+        k = int(kind[5:])
+        names = list(model.levels)
+        pairs = []
+        for lv in best_levels[:1]:
+            i = names.index(lv)
+            if 0 <= i + k < len(names):
+                pairs.append(f"{lv} vs {names[i + k]}")
+        what = pairs[0] if pairs else f"{abs(k)} level(s) off"
+        return f"level ambiguous: {what} (pose shifted by {k:+d} level)"
+    if kind.startswith("flip"):
+        return "orientation ambiguous: the 180-degree flipped pose"
+    return "another pose"
+
+
+def register(model, scan, levels: list | None = None,
+             config: RegisterConfig | None = None) -> RegistrationResult:
+    """Register a prepared CT model to an intraoperative scan (no initial pose needed).
+
+    Parameters
+    ----------
+    model : PreparedModel
+        From :func:`arspine.registration.prepare_model` (frame ``ct``, mm).
+    scan : PointCloud (frame ``sensor``) or (N, 3) array_like, mm
+        The scan; the sensor is at the origin looking along +z.
+    levels : list of str, optional
+        Hint: the levels expected in the exposure. Not used to search; a result whose exposed
+        levels miss all hinted ones is rejected.
+    config : RegisterConfig, optional
+
+    Returns
+    -------
+    RegistrationResult
+        ``status`` ``"ok"`` or ``"rejected"`` (with ``reason``); never raises for a
+        registration that merely fails the gate.
+    """
+    cfg = config or RegisterConfig()
+    model = _as_model(model)
+    if levels is not None:
+        levels = [str(x) for x in levels]
+        unknown = [x for x in levels if x not in model.levels]
+        if unknown:
+            raise InputError(f"levels {unknown} are not in the model (has {list(model.levels)})")
+    t0 = time.perf_counter()
+    ps = prepare_scan(scan, cfg.scan, features=False)
+    t_pre = time.perf_counter() - t0
+    depth = DepthImage(ps.fine)
+    E, En = ps.fine[ps.exposure], ps.fine_normals[ps.exposure]
+    Ec, Ecn = _coarse(E, En)
+    hyps = exposure_hypotheses(ps, model, top_k=cfg.n_hypotheses, seed=cfg.seed)
+    scored: list[Hypothesis] = []
+    for h in hyps:
+        h.T = refine(h.T, Ec, Ecn, model, schedule=(10.0, 6.0, 4.0, 3.0), iters=4)
+        h.score = visibility_score(np.linalg.inv(h.T), model, depth)[0]
+        scored.append(h)
+    identity = np.eye(4)
+    if not scored:
+        return _rejected("no exposed surface found in the scan to register", model, identity,
+                         {"n_exposure_points": int(len(E))}, t_pre, t0)
+    scored.sort(key=lambda h: -h.score)
+    best = scored[0]
+    for name, Ta in alternatives(best.T, model):
+        Tr = refine(Ta, Ec, Ecn, model, schedule=(6.0, 4.0, 3.0), iters=4)
+        scored.append(Hypothesis(Tr, visibility_score(np.linalg.inv(Tr), model, depth)[0], name))
+    scored.sort(key=lambda h: -h.score)
+    best = scored[0]
+    # Fine: robust point-to-plane on the exposure.
+    fine = icp_point_to_plane(E, En, model.tree(), model.points, model.normals, best.T,
+                              schedule_mm=cfg.fine_schedule_mm, iters_per_stage=6)
+    T_best = fine.T_ct_from_sensor
+    vs, sup, viol, facing = visibility_score(np.linalg.inv(T_best), model, depth)
+    n_in, rmse = _inlier_stats(T_best, E, En, model, cfg.inlier_mm)
+    # Runner-up: the best-scoring hypothesis that is a different pose.
+    runner = next((h for h in scored[1:]
+                   if not _close(h.T, T_best, model.center_ct, 5.0, 5.0)), None)
+    r_score = runner.score if runner is not None else -np.inf
+    margin = float((vs - r_score) / abs(vs)) if vs > 0 and np.isfinite(r_score) else (
+        1.0 if vs > 0 else 0.0)
+    T_whole = RigidTransform.from_matrix(np.linalg.inv(T_best), "sensor", "ct",
+                                         orthonormalize=True)
+    # Per level.
+    per = refine_levels(T_best, E, En, model) if cfg.per_level else {}
+    verts = {}
+    exposed = []
+    for name, r in per.items():
+        mask = model.level_mask(name)
+        Tl = r["T"]
+        _, lsup, _, lfacing = visibility_score(np.linalg.inv(Tl), model, depth, mask=mask)
+        cov = lsup / max(lfacing, 1)
+        mm, deg = level_motion(Tl, T_best, model.centroids[model.levels.index(name)])
+        lq = {"coverage": cov, "n_inliers": r["n_inliers"], "rmse_mm": r["rmse_mm"],
+              "motion_mm": mm, "motion_deg": deg}
+        why = gate_level(name, lq, cfg.gate)
+        if why is None:
+            exposed.append(name)
+        verts[name] = VertebraResult(
+            RigidTransform.from_matrix(np.linalg.inv(Tl), "sensor", "ct", orthonormalize=True),
+            r["rmse_mm"], cov, "ok" if why is None else "rejected", why, r["n_inliers"])
+    quality = {
+        "n_input_points": ps.n_input, "n_fine_points": int(len(ps.fine)),
+        "n_exposure_points": int(len(E)), "exposure_found": ps.exposure_found,
+        "n_inliers": n_in, "rmse_mm": rmse, "score": vs, "support": sup,
+        "violations": viol, "facing": facing,
+        "runner_up": runner.kind if runner is not None else None,
+        "runner_up_score": r_score if np.isfinite(r_score) else None,
+        "runner_up_desc": _describe(runner.kind, exposed or list(model.levels), model)
+        if runner is not None else None,
+        "margin": margin, "best_kind": best.kind, "exposed_levels": exposed,
+        "levels_hint": levels,
+        "hypotheses": [{"kind": h.kind, "score": h.score} for h in scored[:12]],
+    }
+    reason = gate_whole(quality, cfg.gate)
+    if reason is None and per and not exposed:
+        reason = "no vertebra passed its own checks: " + "; ".join(
+            v.reason for v in verts.values() if v.reason)
+    if reason is None and levels and not set(levels) & set(exposed):
+        reason = (f"levels hint {', '.join(levels)} not found in the exposure (found "
+                  f"{', '.join(exposed)})")
+    status = "ok" if reason is None else "rejected"
+    if status == "rejected":
+        for v in verts.values():
+            if v.status == "ok":
+                v.status, v.reason = "rejected", "whole registration rejected"
+    t_reg = time.perf_counter() - t0
+    return RegistrationResult(status, reason, T_whole, verts, quality,
+                              {"prepare_scan": t_pre, "register": t_reg}, t_reg)
+
+
+def _coarse(E: np.ndarray, En: np.ndarray, voxel: float = 3.0):
+    from arspine.registration._pc import voxel_downsample
+
+    if len(E) == 0:
+        return E, En
+    p, n, _, _ = voxel_downsample(E, voxel, En)
+    return p, n
+
+
+def _rejected(reason: str, model, T: np.ndarray, quality: dict, t_pre: float,
+              t0: float) -> RegistrationResult:
+    t = time.perf_counter() - t0
+    Tw = RigidTransform.from_matrix(np.linalg.inv(T), "sensor", "ct", orthonormalize=True)
+    return RegistrationResult("rejected", reason, Tw, {}, quality,
+                              {"prepare_scan": t_pre, "register": t}, t)
