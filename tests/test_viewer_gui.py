@@ -177,3 +177,84 @@ def test_plan_panel_proposes_screws_and_flags_a_dragged_breach(win, qtbot):
     assert "BREACH" in [plan_panel.table.item(r, 5).text()
                         for r in range(plan_panel.table.rowCount())]
     assert key in plan_panel.warnings.text()
+
+
+def _panel(win, title):
+    return win.tabs.widget([win.tabs.tabText(i) for i in range(win.tabs.count())].index(title))
+
+
+@pytest.fixture()
+def rehearse(win):
+    reh = _panel(win, "Rehearse")
+    assert type(reh).__name__ == "RehearsePanel", reh.text()
+    win.set_overlay_visible(True)
+    win.select_level("L3")
+    reh.stop()
+    reh.trajectory = None
+    reh.tool_t_s = None
+    reh.guidance = None
+    yield reh
+    reh.stop()
+
+
+def test_eye_view_draws_the_anatomy_beside_the_3d_view(win, rehearse):
+    out = rehearse.render_frame()
+    assert out is not None and out["overlay_error_mm"] < 1e-9  # static head: no lag error
+    assert rehearse.eye_view.isVisible() and win.vtk_widget.isVisible()
+    rgb = rehearse.eye_view.last_rgb
+    drawn = np.any(rgb != 40, axis=2)  # anything but the see-through background
+    assert 0.01 < drawn.mean() < 0.9, drawn.mean()
+    # both eyes (stacked) see the anatomy, horizontally shifted by the parallax
+    h = (rgb.shape[0] - 6) // 2
+    left, right = drawn[:h], drawn[h + 6:]
+    assert left.mean() > 0.005 and right.mean() > 0.005
+    cl = np.nonzero(left)[1].mean()
+    cr = np.nonzero(right)[1].mean()
+    assert cl > cr  # the left eye sees the wound further right on its image
+
+
+def test_head_keys_move_the_head_and_rerender(win, rehearse):
+    rehearse.render_frame()
+    n, az = rehearse.frames_rendered, rehearse.az_deg
+    win.keyboard.press("Left", win.now_s() + 100)
+    assert rehearse.az_deg == pytest.approx(az - 5)
+    assert rehearse.frames_rendered == n + 1
+
+
+def test_latency_costs_overlay_error_and_prediction_recovers_some(win, rehearse):
+    def mean_error(latency_on, predict):
+        rehearse.latency.setChecked(latency_on)
+        rehearse.prediction.setChecked(predict)
+        rehearse.latency_ms.setValue(50.0)
+        rehearse.start_trajectory("leaning", seed=3)
+        rehearse.stop()
+        errs = [rehearse.step(0.25)["overlay_error_mm"] for _ in range(16)]
+        return float(np.nanmean(errs))
+
+    assert mean_error(False, False) < 1e-9
+    lag = mean_error(True, False)
+    pred = mean_error(True, True)
+    assert lag > 0.2, lag  # 50 ms while leaning in costs a visible error
+    assert pred < 0.7 * lag, (pred, lag)
+
+
+def test_tool_follows_the_plan_with_guidance_readouts(win, rehearse):
+    from arspine.navigation.plan import ScrewTrajectory, SurgicalPlan
+
+    plan_panel = _panel(win, "Plan")
+    c = win.case.surfaces["L3"].vertices.mean(axis=0)
+    traj = ScrewTrajectory("L3", "left", c + [15.0, 25.0, 0.0], c + [5.0, -10.0, 0.0],
+                           length_mm=40.0)
+    plan_panel.set_plan(SurgicalPlan([traj]))
+    rehearse.toggle_tool()
+    rehearse.stop()
+    depths = []
+    for _ in range(6):
+        out = rehearse.step(1.0)
+        depths.append(out["depth_mm"])
+    assert np.all(np.diff(depths) > 0)  # the tool advances along the plan
+    g = rehearse.guidance
+    assert g.depth_mm == pytest.approx(0.8 * 40.0, abs=1e-6)  # end of the scripted path
+    assert g.angle_deg < 0.01 and g.lateral_offset_mm < 1e-6
+    assert "depth" in rehearse.readouts.text()
+    assert rehearse._tool_actor is not None

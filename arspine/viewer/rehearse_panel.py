@@ -88,33 +88,19 @@ def tool_path(trajectory, t_s: float, duration_s: float = 6.0, approach_mm: floa
     return RigidTransform.from_rt(np.column_stack([x, y, z]), tip, "ct", "pointer")
 
 
-def predict_pose(traj, t_s: float, latency_s: float, horizon_s: float | None = None):
-    """The head pose the display uses at ``t_s``: sampled ``latency_s`` ago, optionally
-    extrapolated forward by ``horizon_s`` (prediction) from the two latest samples.
+def predict_pose(traj, t_s: float, latency_s: float,
+                 predictor: str = "none") -> RigidTransform:
+    """The head pose a display with ``latency_s`` uses at ``t_s``: the samples measured up
+    to ``t_s - latency_s`` fed to an :mod:`arspine.overlay.latency` predictor (``"none"``
+    holds the last one) and asked for ``t_s``."""
+    from arspine.overlay.latency import make_predictor
 
-    Uses :mod:`arspine.overlay`'s predictor when it provides one.
-    """
-    t_seen = t_s - latency_s
-    if not horizon_s:
-        return traj.pose_at(max(t_seen, float(traj.timestamps_s[0])))
-    try:
-        from arspine.overlay.latency import predict_head_pose  # type: ignore
-    except ImportError:
-        predict_head_pose = None
-    if predict_head_pose is not None:
-        return predict_head_pose(traj, t_seen, horizon_s)
-    # constant velocity (linear in translation and rotation vector) over the last 10 ms
-    from scipy.spatial.transform import Rotation
-
-    dt = 0.01
-    a = traj.pose_at(max(t_seen - dt, float(traj.timestamps_s[0]))).as_matrix()
-    b = traj.pose_at(max(t_seen, float(traj.timestamps_s[0]))).as_matrix()
-    k = horizon_s / dt
-    rv = Rotation.from_matrix(b[:3, :3] @ a[:3, :3].T).as_rotvec() * k
-    m = np.eye(4)
-    m[:3, :3] = Rotation.from_rotvec(rv).as_matrix() @ b[:3, :3]
-    m[:3, 3] = b[:3, 3] + (b[:3, 3] - a[:3, 3]) * k
-    return RigidTransform.from_matrix(m, "world", "head", orthonormalize=True)
+    pred = make_predictor(predictor)
+    ts = traj.timestamps_s
+    last = int(np.searchsorted(ts, t_s - latency_s, side="right"))
+    for i in range(max(0, last - 3), max(last, 1)):
+        pred.update(float(ts[i]), traj.T_world_from_head[i])
+    return RigidTransform.from_matrix(pred.predict(t_s), "world", "head", orthonormalize=True)
 
 
 class EyeView(QLabel):
@@ -361,7 +347,8 @@ class RehearsePanel(QWidget):
             lat = self.latency_ms.value() / 1000.0 if self.latency.isChecked() else 0.0
             if self.trajectory is not None and lat > 0:
                 T_used = predict_pose(self.trajectory, self.t_s, lat,
-                                      lat if self.prediction.isChecked() else None)
+                                      "constant_velocity" if self.prediction.isChecked()
+                                      else "none")
             T_tool = None
             text = None
             if self.tool_t_s is not None:
@@ -383,7 +370,9 @@ class RehearsePanel(QWidget):
         out = {"overlay_error_mm": self.overlay_error_mm, "t_s": self.t_s}
         lines = [f"head t = {self.t_s:5.2f} s" if self.trajectory is not None
                  else f"head az {self.az_deg:.0f} el {self.el_deg:.0f} d {self.dist_mm:.0f} mm",
-                 f"latency error at the wound: {self.overlay_error_mm:.2f} mm"]
+                 "latency error at the wound: " + (
+                     f"{self.overlay_error_mm:.2f} mm" if math.isfinite(self.overlay_error_mm)
+                     else "wound out of view")]
         if self.guidance is not None:
             g = self.guidance
             lines += [f"tip to entry : {g.tip_to_entry_mm:6.1f} mm",
@@ -398,17 +387,14 @@ class RehearsePanel(QWidget):
 
     def _overlay_error_mm(self, T_true: RigidTransform, T_used: RigidTransform,
                           wound: np.ndarray) -> float:
-        """How far the wound point drawn for ``T_used`` lands from where it is, in mm at the
-        wound's depth (left eye)."""
-        disp = self.renderer.display
-        e_true = disp.eye_poses(T_true)["left"]
-        e_used = disp.eye_poses(T_used)["left"]
-        p_true = e_true.apply(wound[None])[0]
-        # the display draws the point where T_used puts it, on the screen seen from T_true
-        p_used = e_used.apply(wound[None])[0]
-        uv_true = p_true[:2] / p_true[2]
-        uv_used = p_used[:2] / p_used[2]
-        return float(np.linalg.norm(uv_true - uv_used) * p_true[2])
+        """How far the wound is drawn from where it is (mm at its depth, left eye) when the
+        overlay was rendered for ``T_used`` and the head is at ``T_true``."""
+        from arspine.overlay.latency import reprojection_error
+
+        _px, mm = reprojection_error(self.renderer.display, T_used.as_matrix()[None],
+                                     T_true.as_matrix()[None], wound[None])
+        v = float(mm["left"][0, 0])
+        return v if math.isfinite(v) else float("nan")
 
     def _tool_update(self, poses):
         from arspine.navigation.guidance import Guide
