@@ -79,6 +79,9 @@ class TrackerConfig:
         move a few mm relative to each other, not a level.
     max_step_mm, max_step_deg : float
         A frame-to-frame change beyond these is a sudden motion: lost for that frame.
+    prior_mm, prior_deg : float
+        Standard deviation of the motion prior around the prediction (per frame): damps
+        jitter along directions the visible bone does not constrain.
     min_conditioning : float
         Lost when the smallest / largest eigenvalue of the scaled 6x6 normal matrix falls
         below this (the visible patch no longer pins the pose: it could slide).
@@ -94,8 +97,8 @@ class TrackerConfig:
     final_gate_mm: float = 3.0
     tukey_c_mm: float = 2.5
     max_iterations: int = 5
-    crop_budget: int = 3000
-    level_budget: int = 600
+    crop_budget: int = 8000
+    level_budget: int = 1000
     min_points: int = 60
     min_coverage: float = 0.5
     min_inlier_ratio: float = 0.5
@@ -107,6 +110,8 @@ class TrackerConfig:
     consistency_deg: float = 4.0
     max_step_mm: float = 3.0
     max_step_deg: float = 3.0
+    prior_mm: float = 2.0
+    prior_deg: float = 2.0
     min_conditioning: float = 2e-3
     relocalize_after: int = 2
     relocalize_every: int = 5
@@ -651,6 +656,10 @@ class Tracker:
         L = len(lv_list)
         eps = 1e-9 * np.eye(6)
         slices = [slice(int(a), int(a + c)) for a, c in zip(starts, counts)]
+        prior = np.r_[[1.0 / math.radians(cfg.prior_deg) ** 2] * 3,
+                      [1.0 / cfg.prior_mm ** 2] * 3]
+        diag = np.arange(6)
+        acc = np.zeros((L, 6))  # twist accumulated from the prediction (small-angle sum)
         x = np.empty_like(P)
         A = np.empty((L, 6, 6))
         b = np.empty((L, 6))
@@ -686,8 +695,16 @@ class Tracker:
             sw = np.add.reduceat(w, starts)
             swr2 = np.add.reduceat(w * r2, starts)
             n_in = np.add.reduceat((w > 0).astype(np.int64), starts)
-            dx = np.linalg.solve(A + eps, b[:, :, None])[:, :, 0]
+            # motion prior around the prediction (information = noise^2 / prior^2): it only
+            # matters along directions the visible patch does not pin down, where it stops
+            # the pose from jittering frame to frame
+            noise2 = np.clip(swr2 / np.maximum(sw, 1e-12), 0.1, 4.0)
+            lam = noise2[:, None] * prior
+            Aw = A + eps
+            Aw[:, diag, diag] += lam
+            dx = np.linalg.solve(Aw, (b - lam * acc)[:, :, None])[:, :, 0]
             dx[n_in < 6] = 0.0
+            acc += dx
             T = np.matmul(_rigid_from_twists(dx), T)
             small = ((dx[:, :3] ** 2).sum(1) < 1e-8) & ((dx[:, 3:] ** 2).sum(1) < 4e-4)
             if it >= 1 and small.all():
