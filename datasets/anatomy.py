@@ -16,7 +16,7 @@ from arspine.errors import InputError
 from arspine.navigation.geometry import Mesh
 
 __all__ = ["VERTEBRA_NAMES", "Anatomy", "anatomy_from_mesh", "anatomy_from_ct",
-           "estimate_axes", "vertebra_targets", "sort_levels"]
+           "estimate_axes", "vertebra_targets", "sort_levels", "mesh_to_ct"]
 
 #: Clinical vertebra names, cranial to caudal.
 VERTEBRA_NAMES: tuple[str, ...] = tuple(
@@ -312,3 +312,56 @@ def vertebra_targets(mesh: Mesh, axes: np.ndarray, n_interior: int = 24,
     rows.extend(c + interior @ R.T)
     rows.append(c)
     return np.asarray(rows, dtype=np.float64)
+
+
+def mesh_to_ct(anatomy: Anatomy, spacing_mm: float = 1.0, margin_mm: float = 15.0):
+    """Voxelise an anatomy's vertebra surfaces into a CT + VerSe label map (``ct`` frame).
+
+    For anatomies without a CT (a shape-model mesh), so every case bundle carries a CT and
+    labels that the registration can prepare its model from. Bone inside each surface gets a
+    cortical shell (~1000 HU) around a cancellous core (~250 HU); everything else is soft
+    tissue (40 HU). The grid is axis-aligned in the ``ct`` frame (LPS), so the labels' surfaces
+    coincide with the meshes to within half a voxel.
+
+    Returns
+    -------
+    ct : arspine.imaging.CtVolume
+    labels : arspine.imaging.VertebraLabels
+        VerSe ids (``L3`` = 22).
+    """
+    from scipy import ndimage
+
+    from arspine.imaging import CtVolume, VertebraLabels
+    from arspine.imaging.labels import SCHEMES
+
+    cached = anatomy._targets.get(("__ct__", spacing_mm))
+    if cached is not None:
+        return cached
+    verse_ids = {v: k for k, v in SCHEMES["verse"].items()}
+    allv = np.concatenate([m.vertices for m in anatomy.surfaces.values()])
+    lo = allv.min(0) - margin_mm
+    hi = allv.max(0) + margin_mm
+    shape = np.ceil((hi - lo) / spacing_mm).astype(int) + 1
+    A = np.eye(4)
+    A[:3, :3] *= spacing_mm
+    A[:3, 3] = lo
+    lab = np.zeros(shape, np.uint8)
+    for lv, m in anatomy.surfaces.items():
+        b0 = np.clip(np.floor((m.vertices.min(0) - lo) / spacing_mm).astype(int) - 1, 0, None)
+        b1 = np.minimum(np.ceil((m.vertices.max(0) - lo) / spacing_mm).astype(int) + 2, shape)
+        g = np.meshgrid(*[np.arange(b0[a], b1[a]) for a in range(3)], indexing="ij")
+        ijk = np.stack([gg.ravel() for gg in g], 1)
+        inside = _Occupancy(m)(lo + ijk * spacing_mm).reshape(g[0].shape)
+        sub = lab[b0[0]:b1[0], b0[1]:b1[1], b0[2]:b1[2]]
+        sub[inside & (sub == 0)] = verse_ids[lv]
+    bone = lab > 0
+    core = ndimage.binary_erosion(bone, iterations=max(1, int(round(1.5 / spacing_mm))))
+    hu = np.full(shape, 40, np.int16)
+    hu[bone] = 1000
+    hu[core] = 250
+    ct = CtVolume(hu, A, meta={"source": "voxelised surfaces", "series_description":
+                               anatomy.description or "voxelised surfaces"})
+    names = {verse_ids[lv]: lv for lv in anatomy.surfaces}
+    labels = VertebraLabels(lab, A, names, meta={"scheme": "verse"})
+    anatomy._targets[("__ct__", spacing_mm)] = (ct, labels)
+    return ct, labels

@@ -154,11 +154,21 @@ def write_case(folder: str | os.PathLike, scan=None, *, anatomy=None, name: str 
             if case.get("labels"):
                 case["label_scheme"] = anatomy.label_scheme
             if anatomy.ct is None and anatomy.ct_path is None:
+                # A mesh-only anatomy (shape model): store the exact surfaces, plus a CT and
+                # labels voxelised from them so every case can be registered the same way.
+                from arspine import imaging
+                from arspine.datasets.anatomy import mesh_to_ct
+
                 (tmp / "surfaces").mkdir()
                 for lv, m in anatomy.surfaces.items():
                     write_mesh(tmp / "surfaces" / f"{lv}.ply", m)
                 case["surfaces"] = {lv: f"surfaces/{lv}.ply" for lv in anatomy.surfaces}
-            case["levels"] = list(anatomy.levels)
+                vct, vlab = mesh_to_ct(anatomy)
+                imaging.save_nifti(vct, tmp / "ct.nii.gz")
+                imaging.save_nifti(vlab, tmp / "labels.nii.gz")
+                case.update(ct="ct.nii.gz", labels="labels.nii.gz", label_scheme="verse",
+                            ct_note="voxelised from the surfaces (1 mm)")
+            case["anatomy_levels"] = list(anatomy.levels)
         if scan is not None:
             _write_scan(tmp, scan, case, truth, write_points)
         if meta:
@@ -196,13 +206,21 @@ def _write_scan(tmp: Path, scan, case: dict, truth: dict, write_points) -> None:
                          f"{type(scan).__name__}")
     case["sensor"] = _sensor_meta(first.sensor)
     case["exposed_levels"] = list(first.exposed_levels)
+    case["levels"] = list(first.exposed_levels)  # what the registration should solve for
+    case["noise_mm"] = float(first.config.get("noise_mm", 0.0))
+    case["overlap_fraction"] = float(first.fraction("bone"))
     codes = np.unique(np.concatenate([f.cloud.labels for f in (frames or [first])]))
     case["point_labels"] = {str(k): v for k, v in label_names(codes).items()}
     case["generator"] = dict(scan.config)
+    # Truth for the exposed levels (what the scan shows); the other levels' poses are kept
+    # under "hidden_vertebrae" (covered by soft tissue: not registrable from this scan).
     truth["vertebrae"] = {
         lv: {"T_sensor_from_ct": first.truth[lv].as_matrix().tolist(),
              "targets_ct_mm": np.asarray(first.targets_ct_mm[lv]).tolist()}
-        for lv in first.truth}
+        for lv in first.exposed_levels}
+    truth["hidden_vertebrae"] = {
+        lv: {"T_sensor_from_ct": first.truth[lv].as_matrix().tolist()}
+        for lv in first.truth if lv not in first.exposed_levels}
     truth["target_kinds"] = ["screw_entry_left", "screw_tip_left", "screw_entry_right",
                              "screw_tip_right", "interior...", "centroid"]
     truth["T_sensor_from_patient"] = first.T_sensor_from_patient.as_matrix().tolist()
@@ -219,8 +237,8 @@ def _write_scan(tmp: Path, scan, case: dict, truth: dict, write_points) -> None:
         write_points(tmp / "frames" / f"{i:04d}.ply", f.cloud)
         truth["frames"].append({
             "index": i, "timestamp_s": float(f.timestamp_s),
-            "vertebrae": {lv: {"T_sensor_from_ct": T.as_matrix().tolist()}
-                          for lv, T in f.truth.items()}})
+            "vertebrae": {lv: {"T_sensor_from_ct": f.truth[lv].as_matrix().tolist()}
+                          for lv in f.exposed_levels}})
 
 
 @dataclass

@@ -343,7 +343,11 @@ def simulate_scan(anatomy, sensor: str | SensorModel = "structured-light", seed:
                          noise_scale, dropout_scale)
     truth = {lv: T_sensor_from_patient @ motion_T[lv] for lv in all_levels}
     targets = {lv: anat.targets(lv) for lv in all_levels}
+    depth_c = float(np.linalg.norm(T_sensor_from_patient.apply(
+        np.asarray(info["wound_center"])[None])[0]))
     config = {"seed": int(seed), "sensor": sensor.name, "motion": motion,
+              "noise_mm": float(sensor.noise_sigma_mm(depth_c) * noise_scale),
+              "wound_distance_mm": depth_c,
               "outlier_fraction": float(outlier_fraction), "noise_scale": float(noise_scale),
               "dropout_scale": float(dropout_scale), "exposed_levels": exposed,
               "scene": scene_cfg.__dict__.copy(),
