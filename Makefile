@@ -21,9 +21,12 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# The viewer tests start their own private Xvfb (arspine.viewer.xvfb) when no display exists,
+# so `make test` needs no display; xvfb itself comes from scripts/setup_system.sh.
+PYTEST_ARGS ?=
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(VENV)/bin/python $$b || exit 1; done

@@ -136,3 +136,44 @@ def test_project_venv_has_no_generic_top_level_modules(tmp_path):
     """)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     assert _sh(sys.executable, "-c", script, cwd=tmp_path, env=env).stdout.strip() == "ok"
+
+
+def _fake_bin(tmp_path: Path, uid: int, sudo_ok: bool) -> dict:
+    """PATH with stand-ins for id / dpkg-query / sudo / apt-*: nothing installed."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    scripts = {"id": f"echo {uid}", "dpkg-query": "exit 1",
+               "sudo": "exit 0" if sudo_ok else "exit 1",
+               "apt-get": "echo apt-get \"$@\" >> \"$APT_LOG\"",
+               "apt-cache": "exit 0"}
+    for name, body in scripts.items():
+        (fake / name).write_text(f"#!/bin/sh\n{body}\n")
+        (fake / name).chmod(0o755)
+    env = dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}",
+               APT_LOG=str(tmp_path / "apt.log"))
+    env.pop("ARSPINE_SETUP_DRY_RUN", None)
+    return env
+
+
+def test_setup_script_prints_the_exact_command_without_root(tmp_path):
+    env = _fake_bin(tmp_path, uid=1000, sudo_ok=False)
+    r = subprocess.run(["bash", str(REPO / "scripts" / "setup_system.sh"), sys.executable],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 1
+    cmd = [ln for ln in r.stderr.splitlines() if "apt-get install" in ln]
+    assert len(cmd) == 1
+    assert cmd[0].strip().startswith("sudo apt-get update && sudo apt-get install -y")
+    for pkg in ("libusb-1.0-0", "libegl1", "libgl1", "xvfb"):
+        assert f" {pkg} " in cmd[0] + " "
+    assert not (tmp_path / "apt.log").exists()
+
+
+def test_setup_script_installs_as_root(tmp_path):
+    env = _fake_bin(tmp_path, uid=0, sudo_ok=False)
+    r = subprocess.run(["bash", str(REPO / "scripts" / "setup_system.sh"), sys.executable],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    log = (tmp_path / "apt.log").read_text().splitlines()
+    assert log[0].startswith("apt-get update")
+    assert log[1].startswith("apt-get install -y -qq --no-install-recommends libusb-1.0-0")
+    assert "libegl1" in log[1] and "xvfb" in log[1]
