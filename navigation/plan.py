@@ -417,7 +417,8 @@ def propose_screws(ct, labels, levels: Iterable[str] | None = None, *,
                 rep = check_breach(traj, surfaces[level], inside=label_inside(labels, level),
                                    entry_zone_mm=zone)
                 traj = traj.edited(notes=dict(traj.notes, breach={
-                    "entry_zone_mm": zone, "clearance_mm": rep.clearance_mm, "outside_fraction": rep.outside_fraction,
+                    "entry_zone_mm": zone, "clearance_mm": rep.clearance_mm,
+                    "outside_fraction": rep.outside_fraction,
                     "breach": rep.breach, "warnings": list(rep.warnings)}))
             plan.add(traj)
     return plan
