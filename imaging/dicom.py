@@ -26,11 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from arspine.errors import InputError
+from arspine.imaging._dicom_fast import FastHeader, read_fast_header
 from arspine.imaging.volume import CtVolume
 
 __all__ = ["DicomWarning", "list_series", "load_dicom", "is_dicom_file"]
 
 _PROGRESS_MIN_FILES = 200
+_KEEP_BYTES = 2 << 30
 _UNCOMPRESSED = {"1.2.840.10008.1.2": False, "1.2.840.10008.1.2.1": False,
                  "1.2.840.10008.1.2.2": True}  # uid -> big endian
 
@@ -77,10 +79,16 @@ def _list_files(folder: Path) -> list[Path]:
     return files
 
 
-def _read_header(path: Path):
-    """Header of one file (no pixels) or raise the reading error."""
+def _read_header(path: Path, keep_data: bool = True):
+    """Header of one file (no pixels) or raise the reading error.
+
+    The fast walker handles ordinary little-endian files; pydicom everything else.
+    """
     import pydicom
 
+    fast = read_fast_header(path, keep_data=keep_data)
+    if fast is not None:
+        return fast
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
     except pydicom.errors.InvalidDicomError:
@@ -98,9 +106,13 @@ def _scan_headers(files: list[Path], progress: bool) -> tuple[list, list[tuple[P
         from tqdm import tqdm
 
         it = tqdm(files, desc="DICOM headers", unit="file", disable=not sys.stderr.isatty())
+    kept = 0
     for f in it:
         try:
-            headers.append((f, _read_header(f)))
+            # Keep file bytes for the pixel pass while memory stays reasonable.
+            h = _read_header(f, keep_data=kept < _KEEP_BYTES)
+            kept += len(getattr(h, "data", None) or b"")
+            headers.append((f, h))
         except Exception as exc:  # noqa: BLE001 - any parse failure means "unreadable"
             bad.append((f, f"{type(exc).__name__}: {exc}"))
     return headers, bad
@@ -313,6 +325,8 @@ def _order_and_geometry(slices: list[_Slice], uid: str) -> tuple[list[_Slice], n
 def _fast_pixels(s: _Slice) -> np.ndarray | None:
     """Uncompressed single-frame pixels read from the file tail, or None to use pydicom."""
     ds = s.header
+    if isinstance(ds, FastHeader):
+        return _fast_header_pixels(s, ds)
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if s.frame is not None or str(ts) not in _UNCOMPRESSED or _UNCOMPRESSED[str(ts)]:
         return None
@@ -342,6 +356,34 @@ def _fast_pixels(s: _Slice) -> np.ndarray | None:
             arr = (arr << shift) >> shift
         else:
             arr = arr & ((1 << bits_stored) - 1)
+    return arr
+
+
+def _fast_header_pixels(s: _Slice, ds: FastHeader) -> np.ndarray | None:
+    """Native pixels at the offset the header walker found (None: let pydicom decode)."""
+    if ds.pixel_offset is None or int(ds.get("SamplesPerPixel") or 1) != 1:
+        return None
+    bits = int(ds.get("BitsAllocated") or 0)
+    if bits not in (8, 16, 32):
+        return None
+    signed = int(ds.get("PixelRepresentation") or 0) == 1
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+    count = s.rows * s.cols
+    if ds.pixel_length < count * dtype.itemsize:
+        raise ValueError(f"pixel data holds {ds.pixel_length} bytes, {count * dtype.itemsize} "
+                         "needed")
+    if ds.data is not None:
+        arr = np.frombuffer(ds.data, dtype=dtype, count=count, offset=ds.pixel_offset)
+    else:
+        arr = np.fromfile(s.path, dtype=dtype, count=count, offset=ds.pixel_offset)
+    arr = arr.reshape(s.rows, s.cols)
+    stored = int(ds.get("BitsStored") or bits)
+    if stored < bits:
+        if signed:  # sign-extend from the stored bits
+            shift = bits - stored
+            arr = (arr << shift) >> shift
+        else:
+            arr = arr & np.array((1 << stored) - 1, dtype=dtype)
     return arr
 
 
@@ -516,6 +558,10 @@ def load_dicom(path: str | os.PathLike, series: str | None = None, progress: boo
     for f, msg in bad:
         warnings.warn(f"skipped unreadable file {f}: {msg}", DicomWarning, stacklevel=2)
     hu = _stack(ordered, index)
+    if isinstance(ds0, FastHeader):
+        import pydicom
+
+        ds0 = pydicom.dcmread(items[0][0], stop_before_pixels=True, force=True)
     meta = _meta(ds0, uid, len(ordered), len(items), include_patient, p)
     tilt = ds0.get("GantryDetectorTilt", None)
     meta["gantry_tilt_deg"] = float(tilt) if tilt not in (None, "") else 0.0
@@ -523,26 +569,31 @@ def load_dicom(path: str | os.PathLike, series: str | None = None, progress: boo
 
 
 def _stack(ordered: list[_Slice], index: dict) -> np.ndarray:
-    """Rescale into a C-ordered (K, J, I) buffer and return its (I, J, K) view."""
+    """Rescale into a C-ordered (K, J, I) buffer and return its (I, J, K) view.
+
+    int16 when every slice has slope 1 and an integer intercept and the values fit (the
+    usual CT case, exact); float32 otherwise.
+    """
     slopes = np.array([s.slope for s in ordered])
     icpts = np.array([s.intercept for s in ordered])
-    integer = bool(np.all(slopes == 1) and np.all(icpts == np.round(icpts)))
-    dtype = np.int16 if integer else np.float32
-    buf = np.empty((len(ordered), ordered[0].rows, ordered[0].cols), dtype=dtype)
-    for k, s in enumerate(ordered):
-        a = index[id(s)]
-        if dtype == np.int16:
-            v = a.astype(np.int32) + int(s.intercept)
-            if v.size and (v.max() > 32767 or v.min() < -32768):
-                return _stack_float(ordered, index)
-            buf[k] = v
-        else:
-            buf[k] = a.astype(np.float32) * np.float32(s.slope) + np.float32(s.intercept)
-    return buf.transpose(2, 1, 0)
-
-
-def _stack_float(ordered: list[_Slice], index: dict) -> np.ndarray:
-    buf = np.empty((len(ordered), ordered[0].rows, ordered[0].cols), dtype=np.float32)
+    shape = (len(ordered), ordered[0].rows, ordered[0].cols)
+    if np.all(slopes == 1) and np.all(icpts == np.round(icpts)):
+        ext = [(int(index[id(s)].min()), int(index[id(s)].max())) for s in ordered]
+        lo = min(e[0] + int(s.intercept) for e, s in zip(ext, ordered))
+        hi = max(e[1] + int(s.intercept) for e, s in zip(ext, ordered))
+        if -32768 <= lo and hi <= 32767:
+            buf = np.empty(shape, dtype=np.int16)
+            shared = bool(np.all(icpts == icpts[0]))
+            direct = shared and all(-32768 <= e[0] and e[1] <= 32767 for e in ext)
+            shift = np.int16(int(icpts[0]))
+            for k, s in enumerate(ordered):
+                a = index[id(s)]
+                if direct:  # one pass: reinterpret as int16 and add the intercept
+                    np.add(a.astype(np.int16, copy=False), shift, out=buf[k])
+                else:
+                    buf[k] = a.astype(np.int32) + int(s.intercept)
+            return buf.transpose(2, 1, 0)
+    buf = np.empty(shape, dtype=np.float32)
     for k, s in enumerate(ordered):
         buf[k] = index[id(s)].astype(np.float32) * np.float32(s.slope) + np.float32(s.intercept)
     return buf.transpose(2, 1, 0)

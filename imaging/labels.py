@@ -87,11 +87,19 @@ class VertebraLabels:
     def shape(self) -> tuple[int, int, int]:
         return tuple(int(s) for s in self.array.shape)
 
+    def counts(self) -> np.ndarray:
+        """Voxels per label id (index = id); computed once (treat ``array`` as read-only)."""
+        c = self.__dict__.get("_counts")
+        if c is None:
+            c = label_counts(self.array)
+            object.__setattr__(self, "_counts", c)
+        return c
+
     @property
     def levels(self) -> list[str]:
         """Names of the levels present (at least one voxel), cranial to caudal."""
-        present = set(np.unique(self.array).tolist())
-        lv = [n for i, n in self.names.items() if i in present]
+        c = self.counts()
+        lv = [n for i, n in self.names.items() if i < len(c) and c[i] > 0]
         return sorted(lv, key=level_rank)
 
     def id_of(self, name: str) -> int:
@@ -108,9 +116,8 @@ class VertebraLabels:
 
     def voxel_counts(self) -> dict[str, int]:
         """Voxels per level present."""
-        ids, counts = np.unique(self.array, return_counts=True)
-        c = dict(zip(ids.tolist(), counts.tolist()))
-        return {self.names[i]: int(c[i]) for i in self.names if i in c}
+        c = self.counts()
+        return {n: int(c[i]) for i, n in self.names.items() if i < len(c) and c[i] > 0}
 
     def centroid_mm(self, name: str) -> np.ndarray:
         """(3,) LPS centroid of a level's voxel centres, mm."""
@@ -119,6 +126,48 @@ class VertebraLabels:
             raise InputError(f"level {name!r} has no voxels")
         c = ijk.mean(axis=0)
         return self.T_ct_from_ijk[:3, :3] @ c + self.T_ct_from_ijk[:3, 3]
+
+
+def label_counts(array: np.ndarray) -> np.ndarray:
+    """Voxels per non-negative integer id (index = id).
+
+    8/16-bit maps are counted by numpy's radix sort (stable sort of small integers) in
+    chunks, about 20x faster than ``bincount``, which first casts every voxel to int64.
+    """
+    a = np.asarray(array)
+    if a.size == 0:
+        return np.zeros(1, dtype=np.int64)
+    if a.flags.f_contiguous and not a.flags.c_contiguous:
+        a = a.T  # same memory, C order
+    flat = a.reshape(-1)
+    chunk = 1 << 23
+    if a.dtype.itemsize <= 2:
+        top = int(flat.max())
+        edges = np.arange(top + 2)
+        total = np.zeros(top + 1, dtype=np.int64)
+        for r in range(0, flat.size, chunk):
+            srt = np.sort(flat[r:r + chunk], kind="stable")
+            total += np.diff(np.searchsorted(srt, edges))
+        return total
+    total = np.zeros(1, dtype=np.int64)
+    for r in range(0, flat.size, chunk):
+        c = np.bincount(flat[r:r + chunk])
+        if len(c) > len(total):
+            c[:len(total)] += total
+            total = c
+        else:
+            total[:len(c)] += c
+    return total
+
+
+def coarse_ids(array: np.ndarray, stride: int = 4) -> set[int]:
+    """Label ids met on a ``stride``-voxel lattice (plus the exact ids of small maps)."""
+    a = np.asarray(array)
+    if a.size <= 4_000_000:
+        sub = a
+    else:
+        sub = np.ascontiguousarray(a[::stride, ::stride, ::stride])
+    return set(np.flatnonzero(label_counts(sub)).tolist())
 
 
 def detect_scheme(ids: set[int]) -> str | None:
@@ -219,10 +268,13 @@ def load_labels(path: str | os.PathLike, like=None, scheme: str | None = None,
         if not np.all(np.isfinite(data)) or not np.all(np.mod(data, 1) == 0):
             raise InputError(f"labels {p.name} holds non-integer values; is it an image, "
                              "not a label map?")
-    data = np.asarray(data).astype(np.int32)
-    if data.size and data.min() < 0:
+        data = data.astype(np.int32)
+    data = np.asarray(data)
+    if np.issubdtype(data.dtype, np.signedinteger) and data.size and data.min() < 0:
         raise InputError(f"labels {p.name} holds negative ids (min {int(data.min())})")
-    ids = set(np.unique(data).tolist())
+    # Ids from a 4-voxel lattice: a whole-volume count costs a second on a 512x512x300
+    # map, and a "level" too small to meet the lattice is no vertebra.
+    ids = coarse_ids(data)
     if scheme is None:
         scheme = detect_scheme(ids)
         if scheme is None:
@@ -241,11 +293,15 @@ def load_labels(path: str | os.PathLike, like=None, scheme: str | None = None,
                 f"{np.round(like.origin_mm, 3).tolist()} mm (LPS)")
         data, T = out, like.T_ct_from_ijk
     names = {i: n for i, n in table.items() if i in ids}
-    if not keep_other_labels:
-        keep = np.zeros(max(ids) + 1, dtype=bool)
-        keep[list(names)] = True
-        data = np.where(keep[data], data, 0).astype(np.int32)
     if not names:
         raise InputError(f"labels {p.name} holds no vertebra ids of the {scheme} scheme "
                          f"(ids present: {sorted(ids - {0})[:20]})")
-    return VertebraLabels(data, T, names)
+    if not keep_other_labels and set(ids - {0}) - set(names):
+        lut = np.zeros(int(max(ids)) + 1 if data.dtype.itemsize > 2 else
+                       int(np.iinfo(data.dtype).max) + 1, dtype=data.dtype)
+        lut[list(names)] = list(names)
+        if data.dtype.itemsize > 2:
+            data = np.where(data <= max(ids), data, 0)
+        data = lut[data]
+    out = VertebraLabels(data, T, names, {"scheme": scheme, "source": str(p)})
+    return out
