@@ -48,7 +48,7 @@ __all__ = [
 FALSE_ACCEPT_TRE_MM = 2.0
 
 # Case meta keys (case.json, top level or nested one deep) read as the plot's x axes.
-_NOISE_KEYS = ("noise_mm", "sensor_noise_mm", "noise_sigma_mm")
+_NOISE_KEYS = ("noise_mm", "sensor_noise_mm", "noise_sigma_mm", "noise_sigma_at_500mm")
 _OVERLAP_KEYS = ("overlap", "overlap_fraction", "visible_fraction", "exposure_fraction")
 
 
@@ -68,7 +68,10 @@ def _prepared_model(case: Any) -> Any:
     from arspine.registration import prepare_model
 
     key_parts = []
-    for p in (case.ct_path, case.labels_path):
+    sources = [case.ct_path, case.labels_path]
+    if case.ct_path is None:
+        sources += [case.surface_paths[k] for k in sorted(getattr(case, "surface_paths", {}))]
+    for p in sources:
         if p is None:
             key_parts.append("none")
             continue
@@ -87,9 +90,12 @@ def _prepared_model(case: Any) -> Any:
             return model_cls.load(path)
         except Exception:  # noqa: BLE001 - a broken cache entry is rebuilt below
             pass
-    ct = case.load_ct()
-    labels = case.load_labels() if case.labels_path is not None else None
-    model = prepare_model(ct, labels)
+    if getattr(case, "surface_paths", None) and case.ct_path is None:
+        model = prepare_model(surfaces=case.load_surfaces())
+    else:
+        ct = case.load_ct()
+        labels = case.load_labels(ct) if case.labels_path is not None else None
+        model = prepare_model(ct, labels)
     if hasattr(model, "save"):
         try:
             model.save(path)
@@ -129,7 +135,8 @@ def evaluate_case(case_dir: str | os.PathLike) -> dict:
         "noise_mm": _meta_number(meta, _NOISE_KEYS),
         "overlap": _meta_number(meta, _OVERLAP_KEYS),
     }
-    levels = list(meta.get("levels") or case.truth.keys())
+    levels = [lv for lv in (getattr(case, "exposed_levels", None) or case.truth)
+              if lv in case.truth]
     t0 = time.perf_counter()
     model = _prepared_model(case)
     rec["prepare_s"] = time.perf_counter() - t0
@@ -156,7 +163,8 @@ def evaluate_case(case_dir: str | os.PathLike) -> dict:
     rec["status"] = "ok" if result.status == "ok" else "rejected"
     rec["reason"] = rec["reason"] or result.reason
     worst_deg = worst_mm = 0.0
-    for level, truth in case.truth.items():
+    for level in levels:
+        truth = case.truth[level]
         T_true = truth["T_sensor_from_ct"]
         targets = np.asarray(truth.get("targets_ct_mm", []), dtype=np.float64).reshape(-1, 3)
         vr = result.vertebrae.get(level) if result.vertebrae else None
@@ -225,8 +233,8 @@ def build_report(records: Sequence[dict], version: str = __version__) -> dict:
             "cases": list(records)}
 
 
-def collect_cases(suites: Sequence[str] = (), case_dirs: Sequence[str | os.PathLike] = ()
-                  ) -> list[tuple[str, str]]:
+def collect_cases(suites: Sequence[str] = (), case_dirs: Sequence[str | os.PathLike] = (),
+                  progress: bool = False) -> list[tuple[str, str]]:
     """``[(suite, case_path), ...]`` from suite names and case folders.
 
     A folder in ``case_dirs`` is a case (has ``case.json``) or a folder of cases; its suite
@@ -237,7 +245,7 @@ def collect_cases(suites: Sequence[str] = (), case_dirs: Sequence[str | os.PathL
         from arspine.datasets.suites import suite_cases
 
         for s in suites:
-            out.extend((s, os.fspath(p)) for p in suite_cases(s))
+            out.extend((s, os.fspath(p)) for p in suite_cases(s, progress=progress))
     for d in case_dirs:
         p = Path(d)
         if not p.is_dir():

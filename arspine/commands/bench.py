@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if args.baseline and not args.update_baseline:
         baseline = load_report(args.baseline, "--baseline")
     suites = args.suite or ([] if args.cases else ["standard"])
-    cases = collect_cases(suites, args.cases)
+    cases = collect_cases(suites, args.cases, progress=not args.no_progress)
 
     if args.scheduler:
         client_cm = open_client(scheduler=args.scheduler)
