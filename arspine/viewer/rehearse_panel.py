@@ -121,9 +121,11 @@ class EyeView(QLabel):
         """Composite each RGBA eye over a dark grey (what the see-through wearer sees
         against a dim room) and show them stacked (left eye on top)."""
         eyes = []
+        step = max(1, left.shape[1] // 640)  # the widget is smaller than an eye: thin first
         for img in (left, right):
-            a = img[..., 3:4].astype(np.float32) / 255.0
-            rgb = img[..., :3].astype(np.float32) * a + 40.0 * (1 - a)
+            img = img[::step, ::step]
+            a = img[..., 3:4].astype(np.uint16)
+            rgb = (img[..., :3] * a + 40 * (255 - a)) // 255
             eyes.append(rgb.astype(np.uint8))
         gap = np.full((6, eyes[0].shape[1], 3), 0, np.uint8)
         rgb = np.ascontiguousarray(np.concatenate([eyes[0], gap, eyes[1]], axis=0))
@@ -450,7 +452,8 @@ class RehearsePanel(QWidget):
         self.dist_mm = float(np.clip(self.dist_mm + d_dist_mm, 200.0, 1200.0))
         self.render_frame()
 
-    def start_trajectory(self, kind: str | None = None, seed: int = 0) -> None:
+    def start_trajectory(self, kind: str | None = None, seed: int = 0,
+                         duration_s: float = 10.0, rate_hz: float = 120.0) -> None:
         """Simulate a head trajectory around the current wound and start playing it."""
         if self.win.case is None:
             self.win.show_error("open a case first")
@@ -458,7 +461,7 @@ class RehearsePanel(QWidget):
         kind = kind or self.traj_box.currentText()
         wound = self.wound_world_mm(self.anatomy_poses())
         self.trajectory = simulate_head_trajectory(
-            kind, duration_s=10.0, rate_hz=200.0, seed=seed, wound_world_mm=wound,
+            kind, duration_s=duration_s, rate_hz=rate_hz, seed=seed, wound_world_mm=wound,
             distance_mm=self.dist_mm, elevation_deg=self.el_deg, azimuth_deg=self.az_deg,
             T_world_from_sensor=self.T_world_from_sensor)
         self.t_s = 0.0
