@@ -239,6 +239,14 @@ class IgtlServer:
         if pts:
             self.set_points("Plan", np.array(pts), names)
 
+    def attach(self, session) -> IgtlServer:
+        """Serve a :class:`~arspine.navigation.session.NavigationSession`: its surfaces,
+        plan and frame graph (shared: received poses land in the session's graph)."""
+        self.graph = session.graph
+        self.set_surfaces(session.surfaces)
+        self.set_plan(session.plan)
+        return self
+
     def _scene_messages(self) -> list:
         import pyigtl
 

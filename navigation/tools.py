@@ -263,6 +263,14 @@ def pivot_calibration(poses: Sequence[RigidTransform] | np.ndarray, *, min_poses
     return PivotCalibrationResult(tip, pivot, rms, res, spread_deg, n)
 
 
+def _exact(m, to: str, frm: str) -> RigidTransform:
+    # Bit-exact for stored rigid matrices; re-orthonormalise only what needs it.
+    try:
+        return RigidTransform(m, to, frm)
+    except InputError:
+        return RigidTransform.from_matrix(m, to, frm, orthonormalize=True)
+
+
 class ToolPoseStream:
     """Timestamped poses of one tool (``T_<reference>_from_<tool>``), in arrival order.
 
@@ -361,8 +369,7 @@ class ToolPoseStream:
         try:
             s = cls(d["tool"], d.get("reference", "tracker"))
             for item in d.get("samples", []):
-                s.add(RigidTransform.from_matrix(item["matrix"], s.reference, s.tool,
-                                                 orthonormalize=True), item["timestamp_s"])
+                s.add(_exact(item["matrix"], s.reference, s.tool), item["timestamp_s"])
         except (KeyError, TypeError) as exc:
             raise InputError(f"pose stream needs 'tool' and 'samples', got keys "
                              f"{sorted(d) if isinstance(d, dict) else type(d).__name__}") from exc
