@@ -422,7 +422,7 @@ class NavigationSession:
             raise InputError(f"{path} has session format version {version!r}; this arspine "
                              f"reads up to {SESSION_VERSION} (upgrade arspine)")
         files = doc.get("files", {})
-        for role, v in files.items():
+        for v in files.values():
             f = folder / v["file"]
             if not f.is_file():
                 raise InputError(f"session file missing: {f}")
