@@ -155,9 +155,10 @@ def set_camera_from_K(camera, K: np.ndarray, width_px: int, height_px: int,
     camera.SetFocalPoint(*(pos + z_axis * focal_mm))
     camera.SetViewUp(*(-y_axis))
     camera.SetViewAngle(math.degrees(2.0 * math.atan(height_px / (2.0 * fy))))
-    # NDC spans pixel edges; pixel centre u sits at NDC 2 (u + 0.5) / W - 1.
-    camera.SetWindowCenter(2.0 * (cx + 0.5) / width_px - 1.0,
-                           1.0 - 2.0 * (cy + 0.5) / height_px)
+    # NDC spans pixel edges, so pixel centre u sits at NDC 2 (u + 0.5) / W - 1; VTK's window
+    # centre is where the view centre moves to, i.e. minus the principal point's NDC offset.
+    camera.SetWindowCenter(1.0 - 2.0 * (cx + 0.5) / width_px,
+                           2.0 * (cy + 0.5) / height_px - 1.0)
     if abs(fx - fy) > 1e-9 * fx:
         camera.SetUseExplicitAspectRatio(True)
         camera.SetExplicitAspectRatio(width_px * fy / (fx * height_px))
