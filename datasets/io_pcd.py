@@ -33,6 +33,9 @@ def lzf_decompress(src: bytes, out_len: int) -> bytes:
     ValueError
         On corrupt input (a back reference before the start, or a size mismatch).
     """
+    fast = _literal_only(src, out_len)
+    if fast is not None:
+        return fast
     out = bytearray(out_len)
     ip, op, n = 0, 0, len(src)
     while ip < n:
@@ -62,13 +65,29 @@ def lzf_decompress(src: bytes, out_len: int) -> bytes:
             raise ValueError("back reference outside the output")
         if ref + length <= op:
             out[op:op + length] = out[ref:ref + length]
-        else:  # overlapping copy repeats the pattern byte by byte
-            for k in range(length):
-                out[op + k] = out[ref + k]
+        else:  # an overlapping copy repeats the last op - ref bytes
+            period = out[ref:op]
+            out[op:op + length] = (period * (length // len(period) + 1))[:length]
         op += length
     if op != out_len:
         raise ValueError(f"decompressed {op} bytes, header says {out_len}")
     return bytes(out)
+
+
+def _literal_only(src: bytes, out_len: int) -> bytes | None:
+    """Decode a stream of 32-byte literal runs (what :func:`lzf_compress_literal` writes) in
+    one numpy step; None when the stream is anything else. Parsing is deterministic, so
+    control bytes of 31 at every 33rd byte plus a valid tail mean literal runs only."""
+    nfull, rest = divmod(out_len, 32)
+    if len(src) != nfull * 33 + (rest + 1 if rest else 0):
+        return None
+    a = np.frombuffer(src, dtype=np.uint8)
+    if nfull and not np.all(a[:nfull * 33:33] == 31):
+        return None
+    if rest and a[nfull * 33] != rest - 1:
+        return None
+    body = a[:nfull * 33].reshape(nfull, 33)[:, 1:].tobytes()
+    return body + (a[nfull * 33 + 1:].tobytes() if rest else b"")
 
 
 def lzf_compress_literal(data: bytes) -> bytes:
