@@ -263,7 +263,11 @@ class RigidTransform:
     def from_dict(cls, data: dict) -> RigidTransform:
         """From ``{"to": str, "from": str, "matrix": 4x4}`` (see :meth:`to_dict`)."""
         try:
-            return cls.from_matrix(data["matrix"], data["to"], data["from"], orthonormalize=True)
+            m = _as_matrix(data["matrix"], "matrix")
+            r = m[:3, :3]
+            # Re-project rounding noise of a text round trip, never a matrix that is not rigid.
+            small = float(np.max(np.abs(r.T @ r - np.eye(3)))) < 1e-3 and np.linalg.det(r) > 0
+            return cls.from_matrix(m, data["to"], data["from"], orthonormalize=small)
         except (KeyError, TypeError) as exc:
             raise InputError(f"transform dict needs 'to', 'from' and 'matrix', got {data!r}") \
                 from exc

@@ -288,17 +288,22 @@ class Mesh:
         cols = np.concatenate([f[:, 1], f[:, 2], f[:, 0]])
         adj = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
         ncomp, lab = connected_components(adj, directed=False)
+        # One stable sort of vertices and of faces by component: O(n log n) however many
+        # components (marching-cubes output can hold thousands of specks).
+        vorder = np.argsort(lab, kind="stable")
+        vstart = np.searchsorted(lab[vorder], np.arange(ncomp + 1))
+        rank = np.empty(n, dtype=np.int64)
+        rank[vorder] = np.arange(n) - vstart[lab[vorder]]
+        flab = lab[f[:, 0]] if len(f) else np.zeros(0, dtype=lab.dtype)
+        forder = np.argsort(flab, kind="stable")
+        fstart = np.searchsorted(flab[forder], np.arange(ncomp + 1))
         parts = []
-        for c in range(ncomp):
-            vmask = lab == c
-            fmask = vmask[f[:, 0]]
-            if not fmask.any():
-                continue
-            remap = -np.ones(n, dtype=np.int64)
-            remap[vmask] = np.arange(int(vmask.sum()))
-            nrm = None if self.normals is None else self.normals[vmask]
-            parts.append(replace(self, vertices=self.vertices[vmask],
-                                 faces=remap[f[fmask]], normals=nrm))
+        for c in np.flatnonzero(np.diff(fstart) > 0):
+            vidx = vorder[vstart[c]:vstart[c + 1]]
+            fidx = forder[fstart[c]:fstart[c + 1]]
+            nrm = None if self.normals is None else self.normals[vidx]
+            parts.append(replace(self, vertices=self.vertices[vidx], faces=rank[f[fidx]],
+                                 normals=nrm))
         parts.sort(key=lambda m: -m.n_faces)
         return parts
 

@@ -326,3 +326,17 @@ def test_graph_picks_shortest_chain():
         g.add(RigidTransform.identity(a, b))
     assert g.path("a", "d") == ["d", "a"]
     assert g.path("a", "c") in (["c", "b", "a"], ["c", "d", "a"])
+
+
+def test_from_dict_reprojects_rounding_but_refuses_non_rigid():
+    T = RigidTransform.from_euler("zyx", [33.3, -12.1, 7.7], [10, 20, 30], "sensor", "ct")
+    d = T.to_dict()
+    d["matrix"] = [[round(x, 6) for x in row] for row in d["matrix"]]  # a 6-digit text file
+    back = RigidTransform.from_dict(d)
+    assert back.isclose(T, atol_mm=1e-5, atol_deg=1e-4)
+    np.testing.assert_allclose(back.rotation.T @ back.rotation, np.eye(3), atol=1e-12)
+    d["matrix"] = np.diag([2.0, 1.0, 1.0, 1.0]).tolist()
+    with pytest.raises(InputError, match="not orthonormal"):
+        RigidTransform.from_dict(d)
+    with pytest.raises(InputError, match="'to', 'from' and 'matrix'"):
+        RigidTransform.from_dict({"matrix": np.eye(4).tolist()})

@@ -189,3 +189,22 @@ def test_mesh_validation():
     with pytest.raises(InputError, match="no faces"):
         Mesh(v, np.zeros((0, 3), dtype=int)).sample_points(10)
     assert Mesh(v, [[0.0, 1.0, 2.0]]).faces.dtype == np.int64
+
+
+def test_many_components_keep_their_own_vertices_and_order():
+    rng = np.random.default_rng(5)
+    tet_v = np.array([[0, 0, 0], [3, 0, 0], [0, 3, 0], [0, 0, 3.0]])
+    tet_f = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    k = 300
+    offsets = rng.uniform(-500, 500, size=(k, 3))
+    order = rng.permutation(4 * k)  # interleave the vertices of all pieces
+    verts = np.empty((4 * k, 3))
+    verts[order] = (tet_v[None] + offsets[:, None]).reshape(-1, 3)
+    faces = order[(tet_f[None] + 4 * np.arange(k)[:, None, None]).reshape(-1, 3)]
+    parts = Mesh(verts, faces).connected_components()
+    assert len(parts) == k
+    assert all(p.n_vertices == 4 and p.n_faces == 4 for p in parts)
+    got = np.array(sorted(tuple(np.round(p.vertices.min(axis=0), 9)) for p in parts))
+    np.testing.assert_allclose(got, np.array(sorted(map(tuple, np.round(offsets, 9)))))
+    for p in parts:
+        assert p.enclosed_volume() == pytest.approx(4.5)
