@@ -73,6 +73,13 @@ class Anatomy:
         """Levels present, cranial to caudal."""
         return sort_levels(self.surfaces)
 
+    def centroid(self, level: str) -> np.ndarray:
+        """(3,) enclosed-volume centroid of a vertebra, ``ct`` mm (cached)."""
+        key = ("__centroid__", level)
+        if key not in self._targets:
+            self._targets[key] = self.surfaces[level].centroid()
+        return self._targets[key]
+
     def targets(self, level: str) -> np.ndarray:
         """(K, 3) TRE target points of one vertebra, ``ct`` mm (see :func:`vertebra_targets`)."""
         if level not in self._targets:

@@ -79,6 +79,9 @@ class SceneConfig:
         Soft tissue below the local bone top (exposed bone stands this far proud).
     gap_depth_mm : float
         Depth of the tissue filling interlaminar gaps below the closed bone surface.
+    min_floor_mm : float
+        The wound floor never lies deeper than this far posterior of the vertebral
+        centroids (bodies and canal stay covered).
     skin_shift_mm : float
         Amplitude of the smooth random skin displacement vs. the CT.
     soft_tissue_mm : float
@@ -92,7 +95,9 @@ class SceneConfig:
     tool : bool
     hand : bool
     grid_mm : float
-        Height-field spacing.
+        Height-field spacing over the wound and its walls.
+    coarse_grid_mm : float
+        Height-field spacing of the skin and drapes away from the wound.
     extent_mm : float
         Half-size of the modelled back around the wound.
     """
@@ -102,6 +107,7 @@ class SceneConfig:
     wall_width_mm: float = 6.0
     floor_depth_mm: float = 3.0
     gap_depth_mm: float = 9.0
+    min_floor_mm: float = 8.0
     skin_shift_mm: float = 3.0
     soft_tissue_mm: float = 35.0
     drapes: bool = True
@@ -111,6 +117,7 @@ class SceneConfig:
     tool: bool = True
     hand: bool = True
     grid_mm: float = 1.5
+    coarse_grid_mm: float = 4.0
     extent_mm: float = 230.0
 
 
@@ -213,7 +220,8 @@ def _fill_nan(a: np.ndarray) -> np.ndarray:
 
 def build_scene(posed: dict[str, Mesh], exposed: list[str], axes: np.ndarray,
                 skin_points: np.ndarray | None, config: SceneConfig,
-                rng: np.random.Generator) -> tuple[list[SceneMesh], dict]:
+                rng: np.random.Generator,
+                centroids: dict | None = None) -> tuple[list[SceneMesh], dict]:
     """Meshes of the surgical scene in the ``patient`` frame.
 
     Parameters
@@ -228,6 +236,8 @@ def build_scene(posed: dict[str, Mesh], exposed: list[str], axes: np.ndarray,
         CT body-surface points (``patient`` frame before the skin shift), or None.
     config : SceneConfig
     rng : numpy Generator
+    centroids : dict[str, (3,)], optional
+        Posed vertebra centroids (computed from the meshes when not given).
 
     Returns
     -------
@@ -241,7 +251,9 @@ def build_scene(posed: dict[str, Mesh], exposed: list[str], axes: np.ndarray,
     from arspine.navigation.geometry import as_points
 
     R = np.asarray(axes, dtype=np.float64)
-    cents = np.array([posed[lv].centroid() for lv in exposed])
+    if centroids is None:
+        centroids = {lv: m.centroid() for lv, m in posed.items()}
+    cents = np.array([centroids[lv] for lv in exposed])
     origin = cents.mean(0)
 
     def to_local(p):
@@ -257,10 +269,18 @@ def build_scene(posed: dict[str, Mesh], exposed: list[str], axes: np.ndarray,
     z0, z1 = post[:, 2].min() - config.wound_margin_mm, post[:, 2].max() + config.wound_margin_mm
     half_len = 0.5 * (z1 - z0)
     zc = 0.5 * (z0 + z1)
+    hw = config.wound_half_width_mm
     ext = config.extent_mm
-    xs = np.arange(-ext, ext + step / 2, step)
-    zs = np.arange(zc - half_len - ext, zc + half_len + ext + step / 2, step)
+    # Two height-field grids: a fine one over the wound and its walls, a coarse one (skin,
+    # drapes) over the whole back; the coarse skin has a hole where the fine patch lies.
+    cstep = config.coarse_grid_mm
+    xs_c = np.arange(-ext, ext + cstep / 2, cstep)
+    zs_c = np.arange(zc - half_len - ext, zc + half_len + ext + cstep / 2, cstep)
+    pad = config.wall_width_mm + 20.0
+    xs = np.arange(-(hw + pad), hw + pad + step / 2, step)
+    zs = np.arange(zc - half_len - pad, zc + half_len + pad + step / 2, step)
     X, Z = np.meshgrid(xs, zs, indexing="ij")
+    Xc, Zc = np.meshgrid(xs_c, zs_c, indexing="ij")
 
     # Bone height field: first hit looking down (-y) onto every vertebra.
     scene = o3d.t.geometry.RaycastingScene()
@@ -269,37 +289,47 @@ def build_scene(posed: dict[str, Mesh], exposed: list[str], axes: np.ndarray,
         scene.add_triangles(o3d.core.Tensor(v.astype(np.float32)),
                             o3d.core.Tensor(m.faces.astype(np.uint32)))
     top = max(float(np.max(to_local(m.vertices)[:, 1])) for m in posed.values()) + 50.0
-    rays = np.zeros((X.size, 6), np.float32)
-    rays[:, 0], rays[:, 1], rays[:, 2] = X.ravel(), top, Z.ravel()
-    rays[:, 4] = -1.0
-    t = scene.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy()
-    hb = np.where(np.isfinite(t), top - t, np.nan).reshape(X.shape)
+
+    def bone_height(XX, ZZ):
+        rays = np.zeros((XX.size, 6), np.float32)
+        rays[:, 0], rays[:, 1], rays[:, 2] = XX.ravel(), top, ZZ.ravel()
+        rays[:, 4] = -1.0
+        t = scene.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy()
+        return np.where(np.isfinite(t), top - t, np.nan).reshape(XX.shape)
+
+    hb = bone_height(X, Z)
+    hb_c = bone_height(Xc, Zc)
     bone_top = float(np.nanmax(hb[np.abs(X) < 15])) if np.isfinite(hb).any() else 0.0
 
-    # Skin height field (CT body surface binned, or a synthetic back), then moved.
+    from scipy import ndimage
+    from scipy.interpolate import RegularGridInterpolator
+
+    # Skin height field on the coarse grid (CT body surface binned, or a synthetic back),
+    # moved by a smooth random field; the fine grid interpolates it.
     if skin_points is not None and len(skin_points):
         sp = to_local(as_points(skin_points, "skin_points"))
-        skin = _bin_max(sp[:, 0], sp[:, 2], sp[:, 1], xs, zs)
-        from scipy import ndimage
-
-        skin = ndimage.median_filter(_fill_nan(skin), size=3)
-        skin = ndimage.gaussian_filter(skin, 1.0)
+        skin_c = _bin_max(sp[:, 0], sp[:, 2], sp[:, 1], xs_c, zs_c)
+        skin_c = ndimage.median_filter(_fill_nan(skin_c), size=3)
+        skin_c = ndimage.gaussian_filter(skin_c, 0.7)
     else:
         t_soft = config.soft_tissue_mm * rng.uniform(0.8, 1.25)
-        skin = bone_top + t_soft - X ** 2 / (2 * 220.0) - 4.0 * np.exp(-(X / 25.0) ** 2)
-    skin = skin + _smooth_field(rng, X, Z, config.skin_shift_mm) + \
+        skin_c = bone_top + t_soft - Xc ** 2 / (2 * 220.0) - 4.0 * np.exp(-(Xc / 25.0) ** 2)
+    skin_c = skin_c + _smooth_field(rng, Xc, Zc, config.skin_shift_mm) + \
         rng.normal(0, config.skin_shift_mm / 2)
+    skin_c = np.maximum(skin_c, np.where(np.isfinite(hb_c), hb_c + 6.0, -1e3))
+    skin = RegularGridInterpolator((xs_c, zs_c), skin_c)(np.stack([X, Z], -1))
     hb_f = np.where(np.isfinite(hb), hb, -1e3)
     skin = np.maximum(skin, np.where(np.isfinite(hb), hb + 6.0, -1e3))
 
     # Wound: rounded rectangle (super-ellipse) over the exposed levels.
-    hw = config.wound_half_width_mm
-    u = np.abs(Z - zc) / half_len
-    inside_w = np.clip(1 - u ** 4, 0, None) ** 0.25 * hw
-    # > 0 outside the wound (mm, approximately the distance to its edge).
-    edge = np.maximum(np.abs(X) - inside_w, np.abs(Z - zc) - half_len)
+    def wound_edge(XX, ZZ):
+        """> 0 outside the wound (mm, approximately the distance to its edge)."""
+        u = np.abs(ZZ - zc) / half_len
+        inside_w = np.clip(1 - u ** 4, 0, None) ** 0.25 * hw
+        return np.maximum(np.abs(XX) - inside_w, np.abs(ZZ - zc) - half_len)
 
-    from scipy import ndimage
+    edge = wound_edge(X, Z)
+    edge_c = wound_edge(Xc, Zc)
 
     size = max(3, int(round(9.0 / step)))
     closed = ndimage.grey_closing(hb_f, size=(size, size))
@@ -308,6 +338,11 @@ def build_scene(posed: dict[str, Mesh], exposed: list[str], axes: np.ndarray,
                      hb_f - config.floor_depth_mm, closed - config.gap_depth_mm)
     floor = _fill_nan(np.where(np.isfinite(floor), floor, np.nan))
     floor = np.where(np.isfinite(floor), floor, bone_top - 20.0)
+    # Never deeper than a little posterior of the vertebral centroids: at the ends of the
+    # wound, or of a spine model without a neighbour, the bodies and canal stay covered.
+    cl = np.array([to_local(c) for c in centroids.values()])
+    cl = cl[np.argsort(cl[:, 2])]
+    floor = np.maximum(floor, np.interp(Z, cl[:, 2], cl[:, 1]) + config.min_floor_mm)
     s = np.clip(edge / config.wall_width_mm, 0, 1)
     s = s * s * (3 - 2 * s)  # smoothstep wall profile
     tissue = floor + (skin - floor) * s
@@ -324,14 +359,18 @@ def build_scene(posed: dict[str, Mesh], exposed: list[str], axes: np.ndarray,
                                         frame="patient"), label))
 
     add(*heightfield_mesh(xs, zs, tissue, keep=is_skin), LABELS["skin"])
-    add(*heightfield_mesh(xs, zs, tissue, keep=~is_skin | ndimage.binary_dilation(~is_skin)),
+    add(*heightfield_mesh(xs, zs, tissue,
+                          keep=ndimage.binary_dilation(~is_skin, structure=np.ones((3, 3)))),
         LABELS["soft_tissue"])
+    # Coarse skin outside the fine patch (overlapping it by about one coarse cell).
+    inner = (np.abs(Xc) < xs[-1] - cstep) & (np.abs(Zc - zc) < (zs[-1] - zs[0]) / 2 - cstep)
+    add(*heightfield_mesh(xs_c, zs_c, skin_c, keep=~inner), LABELS["skin"])
 
     if config.drapes:
         margin = config.drape_margin_mm * rng.uniform(0.8, 1.3)
-        folds = np.abs(_smooth_field(rng, X, Z, config.drape_fold_mm, (18.0, 60.0), n=6))
-        drape = skin + 1.5 + folds
-        add(*heightfield_mesh(xs, zs, drape, keep=edge > margin), LABELS["drape"])
+        folds = np.abs(_smooth_field(rng, Xc, Zc, config.drape_fold_mm, (18.0, 60.0), n=6))
+        drape = skin_c + 1.5 + folds
+        add(*heightfield_mesh(xs_c, zs_c, drape, keep=edge_c > margin), LABELS["drape"])
 
     skin_mid = float(np.nanmedian(skin[np.abs(X) < hw + 20]))
     if config.retractors:

@@ -51,7 +51,8 @@ class SimulatedScan:
     truth : dict[str, RigidTransform]
         ``T_sensor_from_ct`` per vertebra (every level of the anatomy).
     targets_ct_mm : dict[str, (K, 3) ndarray]
-        TRE targets per level in ``ct`` mm (screw entry/tip per pedicle, interior points).
+        TRE targets per exposed level in ``ct`` mm (screw entry/tip per pedicle, interior
+        points, centroid).
     exposed_levels : list[str]
     T_sensor_from_patient : RigidTransform
     T_patient_from_ct : dict[str, RigidTransform]
@@ -145,7 +146,7 @@ def draw_vertebra_motion(anatomy: Anatomy, rng: np.random.Generator,
             k = np.sqrt(1 - rho ** 2)
             r, t = rho * r_prev + k * r_new, rho * t_prev + k * t_new
         r_prev, t_prev = r, t
-        c = anatomy.surfaces[lv].centroid()
+        c = anatomy.centroid(lv)
         Rm = RigidTransform.from_rotvec(r, np.zeros(3), "patient", "ct").rotation
         out[lv] = RigidTransform.from_rt(Rm, c - Rm @ c + t, "patient", "ct")
     return out
@@ -334,7 +335,8 @@ def simulate_scan(anatomy, sensor: str | SensorModel = "structured-light", seed:
     motion_T = T_patient_from_ct or draw_vertebra_motion(anat, rng_motion, motion)
     posed = {lv: anat.surfaces[lv].transformed(motion_T[lv]) for lv in all_levels}
     skin = anat.skin_points
-    parts, info = build_scene(posed, exposed, anat.axes, skin, scene_cfg, rng_scene)
+    cents = {lv: motion_T[lv].apply(anat.centroid(lv)[None])[0] for lv in all_levels}
+    parts, info = build_scene(posed, exposed, anat.axes, skin, scene_cfg, rng_scene, cents)
     if T_sensor_from_patient is None:
         dist = distance_mm or sensor.working_distance_mm * rng_pose.uniform(0.85, 1.2)
         T_sensor_from_patient = draw_sensor_pose(info["wound_center"], anat.axes[:, 1],
@@ -342,7 +344,7 @@ def simulate_scan(anatomy, sensor: str | SensorModel = "structured-light", seed:
     cloud, depth = _cast(parts, sensor, T_sensor_from_patient, rng_sensor, outlier_fraction,
                          noise_scale, dropout_scale)
     truth = {lv: T_sensor_from_patient @ motion_T[lv] for lv in all_levels}
-    targets = {lv: anat.targets(lv) for lv in all_levels}
+    targets = {lv: anat.targets(lv) for lv in exposed}
     depth_c = float(np.linalg.norm(T_sensor_from_patient.apply(
         np.asarray(info["wound_center"])[None])[0]))
     config = {"seed": int(seed), "sensor": sensor.name, "motion": motion,
