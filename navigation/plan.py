@@ -657,7 +657,7 @@ def propose_trajectory(labels, level: str, side: str,
             dl = np.array([-sgn * math.sin(t) * math.cos(f), math.cos(t) * math.cos(f),
                            math.sin(f)])
             corridor = float(edt_at(p + s_line[:, None] * (dl @ an.axes)).min())
-            score = corridor - 0.05 * abs(theta - ref) - 0.05 * abs(phi)
+            score = corridor - 0.1 * abs(theta - ref) - 0.05 * abs(phi)
             if best is None or score > best[0]:
                 best = (score, theta, phi, corridor, dl)
     _, medial_used, phi_used, corridor, d_local = best

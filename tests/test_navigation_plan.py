@@ -108,3 +108,33 @@ def test_plan_bad_input(real_ct):
     with pytest.raises(InputError, match="side"):
         propose_trajectory(labels, "L3", "middle")
     assert math.isfinite(propose_trajectory(labels, "L2", "right").length_mm)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    from arspine.datasets.phantom import make_phantom
+
+    return make_phantom(levels=("L2", "L3", "L4"), seed=0, spacing_mm=2.0)
+
+
+def test_plan_on_phantom_against_its_known_anatomy(phantom):
+    from arspine.imaging import vertebra_surfaces
+
+    surfaces = vertebra_surfaces(phantom.ct, phantom.labels)
+    plan = propose_screws(phantom.ct, phantom.labels, surfaces=surfaces)
+    assert len(plan) == 6
+    for t in plan:
+        assert not t.notes["breach"]["breach"], (t.key, t.notes["breach"])
+        assert label_inside(phantom.labels, t.vertebra)(t.axis_points(1.0)[2:]).all(), t.key
+        # the phantom's own vertebra frame: x patient left, y posterior, origin at the body
+        T_vert_from_ct = np.linalg.inv(phantom.poses[t.vertebra])
+        e = T_vert_from_ct[:3, :3] @ t.entry_ct_mm + T_vert_from_ct[:3, 3]
+        tip = T_vert_from_ct[:3, :3] @ t.tip_ct_mm + T_vert_from_ct[:3, 3]
+        side = 1.0 if t.side == "left" else -1.0
+        assert side * e[0] > 8.0, (t.key, e)  # entry lateral, on its own side
+        assert e[1] > 15.0, (t.key, e)  # entry on the posterior elements
+        assert tip[1] < 5.0 and side * tip[0] > -3.0, (t.key, tip)  # tip in the body
+    for lv in ("L2", "L3", "L4"):
+        left, right = plan[f"{lv}_left"], plan[f"{lv}_right"]
+        assert abs(left.medial_angle_deg - right.medial_angle_deg) <= 12.0
+        assert abs(left.length_mm - right.length_mm) <= 5.0
