@@ -42,6 +42,7 @@ __all__ = [
     "collect_cases",
     "run_bench",
     "code_fingerprint",
+    "case_model",
 ]
 
 #: a level reported ok with a larger TRE (mm) is a false accept
@@ -62,8 +63,9 @@ def _meta_number(meta: dict, keys: Sequence[str]) -> float | None:
     return None
 
 
-def _prepared_model(case: Any) -> Any:
-    """Prepare (or load from the cache) the registration model of a case's CT + labels."""
+def case_model(case: Any) -> Any:
+    """The registration model of a case bundle (CT + labels, or its stored surfaces when it has
+    no CT), prepared once and cached by input files and code version."""
     from arspine.datasets.paths import cache_dir
     from arspine.registration import prepare_model
 
@@ -138,7 +140,7 @@ def evaluate_case(case_dir: str | os.PathLike) -> dict:
     levels = [lv for lv in (getattr(case, "exposed_levels", None) or case.truth)
               if lv in case.truth]
     t0 = time.perf_counter()
-    model = _prepared_model(case)
+    model = case_model(case)
     rec["prepare_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     try:
