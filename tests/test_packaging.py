@@ -177,3 +177,22 @@ def test_setup_script_installs_as_root(tmp_path):
     assert log[0].startswith("apt-get update")
     assert log[1].startswith("apt-get install -y -qq --no-install-recommends libusb-1.0-0")
     assert "libegl1" in log[1] and "xvfb" in log[1]
+
+
+def test_subpackages_import_without_display_or_qt(tmp_path):
+    """The issue's check: every subpackage imports with no display; nothing pulls in Qt."""
+    script = textwrap.dedent("""
+        import sys, time
+        t = time.perf_counter()
+        import arspine
+        assert "arspine.registration" not in sys.modules  # subpackages load on first use
+        import arspine.navigation, arspine.imaging, arspine.registration, arspine.overlay
+        import arspine.datasets
+        assert arspine.registration is sys.modules["arspine.registration"]
+        bad = sorted(m for m in sys.modules if m.split(".")[0] in ("PyQt5", "PySide6"))
+        assert not bad, bad
+        print("ok")
+    """)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "DISPLAY", "WAYLAND_DISPLAY")}
+    assert _sh(sys.executable, "-c", script, cwd=tmp_path, env=env).stdout.strip() == "ok"
