@@ -138,13 +138,13 @@ def _vertebra_mask(x, y, z, d: dict) -> np.ndarray:
     body &= np.abs(z) <= H / 2 - 0.6 * np.clip(1 - (x / (W / 2)) ** 2 - (y / (D / 2)) ** 2, 0, 1)
     body &= ~(((x / (0.45 * cw)) ** 2 + ((y - D / 2 - 2.0) / 5.0) ** 2) < 1.0)
     y_pw = D / 2 - 1.0                       # posterior wall (midline)
-    y_roof = y_pw + cd                       # canal roof
+    y_roof = y_pw + cd - 2.0                 # canal roof (the wall's concavity adds ~2 mm)
     zp = H / 2 - ph / 2 - 1.0                # pedicles sit in the cranial half
     xp = cw / 2 + pw / 2
     ped = (((ax - xp) / (pw / 2)) ** 2 + ((z - zp) / (ph / 2)) ** 2 <= 1.0) & \
         (y >= y_pw - 6.0) & (y <= y_roof + 3.0)
     # Lamina: a plate over the canal, its caudal edge further posterior.
-    y_l = y_roof + 0.22 * (H / 2 - z)
+    y_l = y_roof + 0.22 * np.maximum(zp - z, 0.0)
     lam = (y >= y_l) & (y <= y_l + 6.5) & (ax <= cw / 2 + pw * 0.8) & \
         (z >= -H / 2 - 4.0) & (z <= H / 2 - 1.0)
     # Spinous process from the lamina backwards, sloping caudally, tapering.
