@@ -548,9 +548,10 @@ def load_dicom(path: str | os.PathLike, series: str | None = None, progress: boo
     try:
         ordered, T = _order_and_geometry(kept, uid)
     except InputError as exc:
-        if dropped:
-            names = ", ".join(s.source for s, _ in dropped[:5])
-            raise InputError(f"{exc} (unreadable file(s) skipped: {names})") from None
+        skipped = [s.source for s, _ in dropped] + [f.name for f, _ in bad]
+        if skipped:
+            raise InputError(f"{exc} (unreadable file(s) skipped: {', '.join(skipped[:5])})"
+                             ) from None
         raise
     for s, exc in dropped:
         warnings.warn(f"skipped unreadable DICOM file {s.source}: {type(exc).__name__}: {exc}",

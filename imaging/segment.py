@@ -19,6 +19,10 @@ from arspine.errors import InputError
 
 __all__ = ["segment_bone", "split_vertebrae", "spine_axis"]
 
+# The spine bends slowly (lordosis over ~200 mm): a heavily smoothed body axis gives
+# stable disc-plane normals where per-slice centres jump between body and arch.
+_TRACK_SIGMA_MM = 15.0
+
 
 def _ball(radius_vox: np.ndarray) -> np.ndarray:
     r = np.maximum(np.asarray(radius_vox, dtype=float), 0.5)
@@ -33,7 +37,8 @@ def _axial_axis(ct) -> int:
 
 
 def segment_bone(ct, threshold_hu: float = 150.0, closing_mm: float = 2.0,
-                 fill_holes: bool = True, min_component_mm3: float = 500.0) -> np.ndarray:
+                 fill_holes: bool = True, min_component_mm3: float = 500.0,
+                 fill_min_hu: float = 50.0) -> np.ndarray:
     """Bone mask (cortical and cancellous) of a CT.
 
     Parameters
@@ -48,6 +53,9 @@ def segment_bone(ct, threshold_hu: float = 150.0, closing_mm: float = 2.0,
         Fill enclosed cavities in each axial slice (the cancellous interior).
     min_component_mm3 : float
         Drop connected components (26-connectivity) smaller than this.
+    fill_min_hu : float
+        Voxels added by the closing and the hole filling must reach this HU, so the spinal
+        canal (CSF, epidural fat) and marrow fat inside a ring of cortex stay out.
 
     Returns
     -------
@@ -58,7 +66,8 @@ def segment_bone(ct, threshold_hu: float = 150.0, closing_mm: float = 2.0,
     if not np.isfinite(threshold_hu):
         raise InputError(f"threshold_hu must be finite, got {threshold_hu}")
     hu = ct.hu
-    mask = hu >= threshold_hu
+    seed = hu >= threshold_hu
+    mask = seed
     sp = ct.spacing_mm
     if closing_mm > 0:
         ball = _ball(closing_mm / sp)
@@ -71,6 +80,8 @@ def segment_bone(ct, threshold_hu: float = 150.0, closing_mm: float = 2.0,
         for s in range(m.shape[0]):
             if m[s].any():
                 m[s] = ndimage.binary_fill_holes(m[s])
+    if closing_mm > 0 or fill_holes:
+        mask = seed | (mask & (hu >= fill_min_hu))
     if min_component_mm3 > 0 and mask.any():
         lab, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
         sizes = np.bincount(lab.ravel())
@@ -155,7 +166,7 @@ def spine_axis(ct, bone_mask: np.ndarray, strip_mm: float = 40.0,
     good = valid[lo:hi + 1]
     for d in range(3):
         col = np.interp(kk, kk[good], pts[lo:hi + 1, d][good])
-        out[lo:hi + 1, d] = ndimage.gaussian_filter1d(col, sigma=max(1.0, 6.0 / sp[2]),
+        out[lo:hi + 1, d] = ndimage.gaussian_filter1d(col, sigma=max(1.0, _TRACK_SIGMA_MM / sp[2]),
                                                       mode="nearest")
     v = np.zeros(K, dtype=bool)
     v[lo:hi + 1] = True
@@ -254,7 +265,7 @@ def _pick_discs(scores: np.ndarray, valid: np.ndarray, step_mm: float, min_score
 
 def split_vertebrae(bone_mask: np.ndarray, ct, min_score_hu: float = 40.0,
                     min_height_mm: float = 15.0, radius_mm: float = 45.0,
-                    fill_score_hu: float = 10.0):
+                    fill_score_hu: float = 10.0, keep_fraction: float = 0.1):
     """Split a bone mask into vertebrae by cutting at the disc spaces along the spinal axis.
 
     Parameters
@@ -272,6 +283,9 @@ def split_vertebrae(bone_mask: np.ndarray, ct, min_score_hu: float = 40.0,
         Smallest distance between two discs.
     radius_mm : float
         Bone within this in-plane distance of the vertebral-body axis belongs to the spine.
+    keep_fraction : float
+        Within a segment, connected pieces smaller than this fraction of the largest are
+        dropped (rib heads, vessel calcifications).
 
     Returns
     -------
@@ -313,7 +327,6 @@ def split_vertebrae(bone_mask: np.ndarray, ct, min_score_hu: float = 40.0,
     # Segment lengths along the axis (end segments end where the tracked column ends).
     bounds = [idx[0]] + discs + [idx[-1]]
     heights = np.diff(np.array(bounds, dtype=float)) * step
-    # Keep the main connected piece of each segment (drops rib heads and pelvis fragments).
     labels = np.zeros(m.shape, dtype=np.int32)
     struct = np.ones((3, 3, 3), bool)
     segs = []
@@ -323,9 +336,11 @@ def split_vertebrae(bone_mask: np.ndarray, ct, min_score_hu: float = 40.0,
             continue
         lab, n = ndimage.label(sm, structure=struct)
         if n > 1:
+            # Body and arch may be split where thin pedicles fall below the threshold:
+            # keep every large piece, drop small rib heads and calcifications.
             sizes = np.bincount(lab.ravel())
             sizes[0] = 0
-            sm = lab == int(np.argmax(sizes))
+            sm = (sizes >= keep_fraction * sizes.max())[lab]
         segs.append((s, sm))
     # Drop end segments that are mere slivers (a partial vertebra at the edge of the scan).
     vox = np.array([sm.sum() for _, sm in segs], dtype=float)
