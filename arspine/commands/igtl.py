@@ -55,12 +55,12 @@ def run(args: argparse.Namespace) -> int:
               f"from the network", file=sys.stderr)
     server = IgtlServer(args.host, args.port, coordinate_system=args.coordinates)
     server.attach(session)
-    print(f"arspine igtl: serving '{session.name}' on {args.host}:{server.port} "
-          f"({len(session.surfaces)} surfaces, {len(session.plan)} planned screws, "
-          f"{args.coordinates}); Ctrl-C to stop", flush=True)
-    try:
+    try:  # Ctrl-C from here on is the normal way to stop
+        print(f"arspine igtl: serving '{session.name}' on {args.host}:{server.port} "
+              f"({len(session.surfaces)} surfaces, {len(session.plan)} planned screws, "
+              f"{args.coordinates}); Ctrl-C to stop", flush=True)
         ticks = server.serve(duration_s=args.duration, rate_hz=args.rate)
-    except KeyboardInterrupt:  # the normal way to stop a server
+    except KeyboardInterrupt:
         ticks = None
     finally:
         server.stop()
