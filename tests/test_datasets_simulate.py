@@ -5,24 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from arspine.datasets.anatomy import anatomy_from_ct, anatomy_from_mesh
 from arspine.datasets.scene import LABELS, SceneConfig, bone_label, is_bone
 from arspine.datasets.sensors import get_sensor
 from arspine.datasets.simulate import simulate_scan, simulate_sequence
+from arspine.datasets.suites import load_anatomy
 from arspine.errors import InputError
 from arspine.navigation.frames import RigidTransform
 
 
 @pytest.fixture(scope="session")
 def ssm(data_dir):
-    return anatomy_from_mesh(data_dir / "lumbar_ssm_mean" / "mean_L2-L5.ply")
+    # The suites' in-process cache: one load shared by every datasets test module.
+    return load_anatomy("ssm")
 
 
 @pytest.fixture(scope="session")
 def real_ct(data_dir):
-    d = data_dir / "totalsegmentator"
-    return anatomy_from_ct(d / "example_ct.nii.gz", d / "example_ct_vertebrae.nii.gz",
-                           "totalsegmentator")
+    return load_anatomy("ct")
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="mesh with one connected component per vertebra (e.g. the lumbar "
                           "shape-model mean_L2-L5.ply); names from --mesh-levels")
     parser.add_argument("--labels", type=Path, help="vertebra label map on the CT grid")
+    parser.add_argument("--spacing", type=float, default=1.5,
+                        help="phantom voxel size, mm (default 1.5)")
     parser.add_argument("--label-scheme", default="totalsegmentator",
                         choices=["totalsegmentator", "verse"])
     parser.add_argument("--mesh-levels", default="L2,L3,L4,L5",
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if args.phantom:
         from arspine.datasets.phantom import make_phantom
 
-        anatomy = make_phantom(seed=args.seed).anatomy()
+        anatomy = make_phantom(seed=args.seed, spacing_mm=args.spacing).anatomy()
     elif args.ct is not None:
         if args.labels is None:
             raise InputError("--ct needs --labels (a vertebra label map on the CT grid)")
