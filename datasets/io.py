@@ -3,7 +3,9 @@
 Points: ``.ply`` (ascii / binary little or big endian), ``.pcd`` (ascii, binary,
 binary_compressed), ``.xyz`` ``.xyzn`` ``.xyzrgb`` ``.csv`` ``.txt`` (whitespace or comma,
 optional header), ``.npy``; the vertices of ``.stl``/``.obj`` meshes. Meshes: ``.ply``,
-``.stl`` (ascii / binary), ``.obj``. Coordinates are millimetres, ``(N, 3) float64``.
+``.stl`` (ascii / binary), ``.obj``. Depth images: 16-bit ``.png``, ``.tif``, ``.npy``
+(:func:`read_depth_image`, then :func:`depth_to_points`). Coordinates are millimetres,
+``(N, 3) float64``.
 
 Every parser is our own numpy code (binary bodies through ``np.frombuffer``), so a broken file
 raises :class:`~arspine.errors.InputError` naming the file and the problem -- truncated data,
@@ -25,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from arspine.datasets.io_common import file_error
+from arspine.datasets.io_depth import DEPTH_FORMATS, read_depth_image, write_depth_image
 from arspine.datasets.io_mesh import read_obj, read_stl, write_obj, write_stl
 from arspine.datasets.io_pcd import read_pcd_points, write_pcd_points
 from arspine.datasets.io_ply import read_ply_mesh, read_ply_points, write_ply_mesh, write_ply_points
@@ -38,7 +41,8 @@ from arspine.errors import InputError
 from arspine.navigation.geometry import Mesh, PointCloud, as_points
 
 __all__ = ["read_points", "write_points", "read_mesh", "write_mesh", "depth_to_points",
-           "POINT_FORMATS", "MESH_FORMATS"]
+           "read_depth_image", "write_depth_image", "POINT_FORMATS", "MESH_FORMATS",
+           "DEPTH_FORMATS"]
 
 _TEXT = (".xyz", ".xyzn", ".xyzrgb", ".csv", ".txt", ".pts")
 #: extensions :func:`read_points` / :func:`write_points` accept

@@ -429,3 +429,35 @@ def test_meshes_cross_read_with_open3d(tmp_path, ssm_parts, ext):
     # Same triangles corner for corner (Open3D renumbers OBJ vertices, does not weld STL).
     corners = np.asarray(q.vertices)[np.asarray(q.triangles)]
     np.testing.assert_allclose(corners, m.vertices[m.faces], atol=1e-4 if ext == "stl" else 1e-9)
+
+
+def test_depth_image_files_round_trip_and_back_project(tmp_path):
+    from arspine.datasets.io import read_depth_image, write_depth_image
+
+    rng = np.random.default_rng(11)
+    depth = np.round(rng.uniform(300, 1500, size=(30, 40)))
+    depth[0, :5] = 0.0  # no return
+    K = np.array([[400.0, 0, 19.5], [0, 400.0, 14.5], [0, 0, 1]])
+    for name in ("d.png", "d.tiff", "d.npy"):
+        write_depth_image(tmp_path / name, depth)
+        back = read_depth_image(tmp_path / name)
+        np.testing.assert_array_equal(back, depth)
+        c = depth_to_points(back, K)
+        assert len(c) == depth.size - 5
+    # 0.1 mm units in a 16-bit PNG, read back in mm.
+    write_depth_image(tmp_path / "fine.png", depth, depth_scale_mm=0.1)
+    np.testing.assert_allclose(read_depth_image(tmp_path / "fine.png", depth_scale_mm=0.1),
+                               depth, atol=1e-9)
+    with pytest.raises(InputError, match="0..65535"):
+        write_depth_image(tmp_path / "far.png", depth * 100)
+    rgb = tmp_path / "rgb.npy"
+    np.save(rgb, np.zeros((4, 4, 3)))
+    with pytest.raises(InputError, match="one channel"):
+        read_depth_image(rgb)
+    (tmp_path / "junk.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(InputError, match="junk.png: not a readable image"):
+        read_depth_image(tmp_path / "junk.png")
+    with pytest.raises(InputError, match="unknown depth-image extension"):
+        read_depth_image(tmp_path / "d.jpg")
+    assert sorted(os.listdir(tmp_path)) == ["d.npy", "d.png", "d.tiff", "fine.png", "junk.png",
+                                            "rgb.npy"]
