@@ -190,8 +190,11 @@ def _jsonable(obj):
 class SurgicalPlan:
     """An editable set of screw trajectories keyed by ``"L3_left"``."""
 
-    def __init__(self, trajectories: Iterable[ScrewTrajectory] = ()):
+    def __init__(self, trajectories: Iterable[ScrewTrajectory] = (),
+                 skipped: Mapping[str, str] | None = None):
         self._items: dict[str, ScrewTrajectory] = {}
+        #: levels not planned automatically, with the reason
+        self.skipped: dict[str, str] = dict(skipped or {})
         for t in trajectories:
             self.add(t)
 
@@ -227,13 +230,15 @@ class SurgicalPlan:
         return list(self._items)
 
     def to_dict(self) -> dict:
-        return {"trajectories": [t.to_dict() for t in self._items.values()]}
+        return {"trajectories": [t.to_dict() for t in self._items.values()],
+                "skipped": dict(self.skipped)}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> SurgicalPlan:
         if not isinstance(d, Mapping):
             raise InputError(f"plan must be a dict with 'trajectories', got {type(d).__name__}")
-        return cls(ScrewTrajectory.from_dict(t) for t in d.get("trajectories", []))
+        return cls((ScrewTrajectory.from_dict(t) for t in d.get("trajectories", [])),
+                   d.get("skipped"))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SurgicalPlan):
@@ -380,7 +385,9 @@ def propose_screws(ct, labels, levels: Iterable[str] | None = None, *,
     labels : VertebraLabels
         Vertebra label map on the CT grid.
     levels : iterable of str, optional
-        Levels to plan (default: every lumbar and thoracic level present).
+        Levels to plan. By default every thoracic and lumbar level present, skipping (into
+        ``plan.skipped`` with the reason) levels cut by the CT's field of view or whose
+        anatomy cannot be planned; levels asked for explicitly raise instead.
     sides : iterable of str
     surfaces : mapping of level -> Mesh, optional
         Cortical surfaces; when given, each trajectory's breach report is stored in
@@ -391,7 +398,8 @@ def propose_screws(ct, labels, levels: Iterable[str] | None = None, *,
     SurgicalPlan
     """
     names = list(getattr(labels, "levels", []))
-    if levels is None:
+    auto = levels is None
+    if auto:
         levels = [n for n in names if n[0] in "TL"]
     levels = list(levels)
     missing = [lv for lv in levels if lv not in names]
@@ -404,11 +412,23 @@ def propose_screws(ct, labels, levels: Iterable[str] | None = None, *,
     plan = SurgicalPlan()
     iterator = levels
     if progress:
+        import sys
+
         from tqdm import tqdm
-        iterator = tqdm(levels, desc="planning", unit="level")
+        iterator = tqdm(levels, desc="planning", unit="level", disable=not sys.stderr.isatty())
     for level in iterator:
-        for side in sides:
-            traj = propose_trajectory(labels, level, side, neighbours=names)
+        if auto and _touches_border(labels, level):
+            plan.skipped[level] = "cut by the CT field of view"
+            continue
+        try:
+            anatomy = vertebra_anatomy(labels, level, names)
+            trajs = [propose_trajectory(labels, level, side, anatomy=anatomy) for side in sides]
+        except InputError as exc:
+            if not auto:
+                raise
+            plan.skipped[level] = str(exc)
+            continue
+        for traj in trajs:
             if surfaces is not None and level in surfaces:
                 # the posterior elements in front of the pedicle are drilled through on
                 # purpose: the check starts 5 mm before the isthmus
@@ -422,6 +442,12 @@ def propose_screws(ct, labels, levels: Iterable[str] | None = None, *,
                     "breach": rep.breach, "warnings": list(rep.warnings)}))
             plan.add(traj)
     return plan
+
+
+def _touches_border(labels, level: str) -> bool:
+    idx = np.argwhere(np.asarray(labels.mask(level)))
+    return bool(len(idx) == 0 or (idx.min(axis=0) == 0).any()
+                or (idx.max(axis=0) == np.array(labels.array.shape) - 1).any())
 
 
 def label_inside(labels, level: str):

@@ -229,6 +229,7 @@ class NavigationSession:
                                   surfaces=self.surfaces or None, **kwargs)
         for t in proposed:
             self.plan.add(t)
+        self.plan.skipped.update(proposed.skipped)
         return self.plan
 
     # ------------------------------------------------------------------ registration

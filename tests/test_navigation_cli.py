@@ -65,6 +65,9 @@ def test_export_cli_writes_readable_files(cli_case, tmp_path):
     pts, _ = read_markups_points(out / "targets_L3.mrk.json")
     np.testing.assert_allclose(pts, [[5.0, -120.0, 315.0], [0.0, -125.0, 320.0]])
     assert (out / "plan_L3_left.mrk.json").is_file() and (out / "plan.json").is_file()
+    assert (out / "plan_L5_right.mrk.json").is_file()
+    assert not (out / "plan_T12_left.mrk.json").exists()  # cut by the field of view
+    assert "T12" in json.loads((out / "plan.json").read_text())["skipped"]
 
 
 def test_export_cli_refuses_rejected_and_bad_input(cli_case, tmp_path, capsys):

@@ -84,6 +84,16 @@ def test_plan_l1_to_l5_inside_bone_and_morphometric(real_ct, real_plan):
     assert 20 <= mean["L5"] <= 40
 
 
+def test_auto_levels_skip_vertebrae_cut_by_the_field_of_view(real_ct):
+    ct, labels, _ = real_ct
+    plan = propose_screws(ct, labels, sides=["left"])
+    assert sorted(t.vertebra for t in plan) == sorted(LUMBAR)
+    assert set(plan.skipped) == {"T11", "T12"}
+    assert "field of view" in plan.skipped["T12"]
+    with pytest.raises(InputError, match="T11"):
+        propose_screws(ct, labels, ["T11"])
+
+
 def test_breach_detected_for_misdirected_screw(real_ct, real_plan):
     _, labels, surfaces = real_ct
     good = real_plan["L3_left"]

@@ -69,9 +69,9 @@ def run(args: argparse.Namespace) -> int:
     plan = None
     if args.plan == "auto":
         if session.ct is not None and session.labels is not None:
-            levels = [lv for lv in session.labels.levels if lv[0] in "TL"]
-            wanted = [lv for lv in (result.get("vertebrae") or {}) if lv in levels] or levels
-            plan = session.plan_screws(wanted)
+            plan = session.plan_screws()  # every plannable level; cut ones are skipped
+            for lv, why in plan.skipped.items():
+                print(f"arspine export: {lv} not planned: {why}", file=sys.stderr)
     elif args.plan != "none":
         p = Path(args.plan)
         if not p.is_file():

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"arspine igtl: warning: {p} is a rejected registration "
                   f"({d.get('reason')}); its transform is not streamed", file=sys.stderr)
     if not args.no_plan and session.ct is not None and session.labels is not None:
-        session.plan_screws([lv for lv in session.labels.levels if lv[0] in "TL"])
+        session.plan_screws()  # every plannable level; cut ones are skipped
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"arspine igtl: warning: listening on {args.host}: patient data is reachable "
               f"from the network", file=sys.stderr)
