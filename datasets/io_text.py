@@ -32,6 +32,8 @@ def _guess_names(path, table: np.ndarray, suffix: str) -> list[str]:
     if ncol < 3:
         raise file_error(path, f"needs at least 3 columns (x y z), found {ncol}")
     names = ["x", "y", "z"]
+    if suffix == ".pts" and ncol in (4, 7):  # Leica: x y z intensity [r g b]
+        return names + ["intensity"] + (["red", "green", "blue"] if ncol == 7 else [])
     if ncol >= 6:
         six = table[:, 3:6]
         finite = six[np.isfinite(six).all(axis=1)]
@@ -68,6 +70,9 @@ def read_text_points(path, *, frame: str = "sensor", drop_invalid: bool = False,
                 continue
             raise file_error(path, f"line {lineno} is not numeric: {line[:80]!r}")
         rows.append(tok)
+    if len(rows) > 1 and len(rows[0]) == 1 and rows[0][0].isdigit() \
+            and int(rows[0][0]) == len(rows) - 1 and len(rows[1]) >= 3:
+        rows = rows[1:]  # Leica .pts: the first line is the point count
     if not rows:
         if allow_empty:
             return PointCloud(np.zeros((0, 3)), frame=frame)

@@ -246,6 +246,11 @@ def test_text_formats_with_headers_and_guessing(tmp_path):
     np.testing.assert_allclose(read_points(tmp_path / "c.txt").colors[0], [1, 0, 128 / 255])
     (tmp_path / "t.xyz").write_text("1;2;3\n4;5;6\n")
     assert len(read_points(tmp_path / "t.xyz")) == 2
+    (tmp_path / "leica.pts").write_text("2\n1 2 3 -1200 255 0 0\n4 5 6 -800 0 255 0\n")
+    pts = read_points(tmp_path / "leica.pts")
+    np.testing.assert_array_equal(pts.points, [[1, 2, 3], [4, 5, 6]])
+    np.testing.assert_array_equal(pts.extra["intensity"], [-1200, -800])
+    np.testing.assert_array_equal(pts.colors, [[1, 0, 0], [0, 1, 0]])
 
 
 def test_stl_and_obj_vertices_as_points(tmp_path, ssm_parts):
