@@ -206,3 +206,36 @@ def test_save_is_atomic_versioned_and_verified(planned_session, tmp_path, monkey
 def test_add_registration_bad_input(planned_session):
     with pytest.raises(InputError, match="T_sensor_from_ct"):
         planned_session.add_registration({"status": "ok"})
+
+
+def test_register_records_provenance(case_dir, monkeypatch):
+    """session.register runs the registration package and records what it ran on."""
+    import arspine.registration.model as model_mod
+    import arspine.registration.pipeline as pipe_mod
+    from arspine.datasets.io import read_points
+    from arspine.registration import RegisterConfig, RegistrationResult
+
+    calls = {}
+
+    def fake_prepare(ct, labels=None, surfaces=None, **kw):
+        calls["prepare"] = (ct.shape, labels.levels)
+        return "model"
+
+    def fake_register(model, scan, levels=None, config=None):
+        calls["register"] = (model, len(getattr(scan, "points", scan)), levels, config)
+        return RegistrationResult("ok", None, T_SENSOR_FROM_CT)
+
+    monkeypatch.setattr(model_mod, "prepare_model", fake_prepare)
+    monkeypatch.setattr(pipe_mod, "register", fake_register)
+    s = NavigationSession.from_case(case_dir, surfaces=False)
+    scan = read_points(case_dir / "scan.ply")
+    rec = s.register(scan, levels=["L3"], config=RegisterConfig(),
+                     scan_source=case_dir / "scan.ply")
+    assert calls["prepare"][1][2:7] == ["L1", "L2", "L3", "L4", "L5"]
+    assert calls["register"][1] == len(scan.points) == 9000 and calls["register"][2] == ["L3"]
+    assert rec.inputs["scan"]["sha256"] == sha256_of(case_dir / "scan.ply")
+    assert rec.parameters["levels"] == ["L3"] and rec.parameters["config"]["inlier_mm"] == 2.0
+    assert s.graph.get("sensor", "ct").isclose(T_SENSOR_FROM_CT, 1e-9, 1e-9)
+    # an in-memory scan is hashed by content
+    rec2 = s.register(scan.points)
+    assert rec2.inputs["scan"]["path"] is None and len(rec2.inputs["scan"]["sha256"]) == 64
