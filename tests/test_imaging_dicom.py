@@ -86,15 +86,18 @@ def test_real_series_hu_equal_pydicom_rescaled(real_dicom):
     assert ct.hu.min() == -1024 and ct.hu.max() > 1000  # bone present
 
 
-def test_no_patient_identifiers_unless_asked(real_dicom, data_dir):
+def test_no_patient_identifiers_unless_asked(real_dicom, tmp_path):
     _, ct = real_dicom
     assert "patient" not in ct.meta
     flat = repr(ct.meta).lower()
     assert "patientname" not in flat and "birth" not in flat
-    one = sorted((data_dir / "totalsegmentator" / "example_ct_dicom").iterdir())[0]
-    ct2 = load_ct(one, include_patient=True, progress=False)  # a file stands for its series
-    assert ct2.shape == ct.shape
-    assert set(ct2.meta["patient"]) == {"name", "id", "birth_date", "sex"}
+    files = write_dicom_series(_volume(shape=(6, 5, 4)), tmp_path, patient_name="DOE^JANE",
+                               patient_id="P123")
+    plain = load_ct(tmp_path, progress=False)
+    assert "DOE" not in repr(plain.meta) and "P123" not in repr(plain.meta)
+    asked = load_ct(files[2], include_patient=True, progress=False)  # a file: its series
+    assert asked.shape == (6, 5, 4)
+    assert asked.meta["patient"]["name"] == "DOE^JANE" and asked.meta["patient"]["id"] == "P123"
 
 
 # ---------------------------------------------------------------- synthetic round trips

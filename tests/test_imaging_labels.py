@@ -40,10 +40,15 @@ def test_labels_cover_bone(real):
         assert np.median(ct.hu[lab.mask(lv)]) > 120  # vertebral bone, not soft tissue
 
 
-def test_flipped_grid_is_reindexed_onto_the_ct(data_dir):
+@pytest.fixture(scope="module")
+def dicom_ct(data_dir):
+    return load_ct(data_dir / "totalsegmentator" / "example_ct_dicom", progress=False)
+
+
+def test_flipped_grid_is_reindexed_onto_the_ct(data_dir, dicom_ct):
     """The DICOM label map is stored with its row axis flipped; voxels must still match."""
     d = data_dir / "totalsegmentator"
-    ct = load_ct(d / "example_ct_dicom", progress=False)
+    ct = dicom_ct
     path = d / "example_ct_dicom_labels.nii.gz"
     lab = load_labels(path, like=ct)
     assert lab.levels == ["T11", "T12"]
@@ -61,9 +66,9 @@ def test_flipped_grid_is_reindexed_onto_the_ct(data_dir):
     assert np.median(ct.hu[lab.mask("T12")]) > 120
 
 
-def test_grid_mismatch_refused(data_dir):
+def test_grid_mismatch_refused(data_dir, dicom_ct):
     d = data_dir / "totalsegmentator"
-    ct = load_ct(d / "example_ct_dicom", progress=False)
+    ct = dicom_ct
     with pytest.raises(InputError, match=r"labels example_ct_vertebrae\.nii\.gz are not on the "
                                          r"CT grid: labels shape \(122, 101, 112\)"):
         load_labels(d / "example_ct_vertebrae.nii.gz", like=ct)
