@@ -49,7 +49,12 @@ __all__ = [
     "write_surfaces",
     "export_case",
     "atomic_write_text",
+    "write_spatial_registration",
+    "SPATIAL_REGISTRATION_STORAGE",
 ]
+
+#: SOP Class UID of DICOM Spatial Registration Storage.
+SPATIAL_REGISTRATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.1"
 
 MARKUPS_SCHEMA_URL = ("https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/"
                       "Markups/Resources/Schema/markups-schema-v1.0.3.json#")
@@ -294,6 +299,138 @@ def write_surfaces(surfaces: Mapping[str, Mesh], out_dir: str | os.PathLike,
             write_mesh(p, mesh)
             paths.append(p)
     return paths
+
+
+# ------------------------------------------------------------------ DICOM registration
+def _ct_series_headers(folder: Path, series_uid: str | None) -> list:
+    import pydicom
+
+    if not folder.is_dir():
+        raise InputError(f"ct_dicom_folder must be a DICOM folder, got {folder}")
+    out = []
+    for f in sorted(q for q in folder.rglob("*") if q.is_file()):
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - not DICOM: skip
+            continue
+        if "FrameOfReferenceUID" not in ds:
+            continue
+        if series_uid and str(ds.get("SeriesInstanceUID", "")) not in ("", series_uid):
+            continue
+        out.append(ds)
+    if not out:
+        raise InputError(f"no CT DICOM images with a FrameOfReferenceUID in {folder}")
+    fors = {str(d.FrameOfReferenceUID) for d in out}
+    if len(fors) > 1:
+        raise InputError(f"{folder} holds several frames of reference {sorted(fors)}; "
+                         f"pass series_uid")
+    return out
+
+
+def write_spatial_registration(T_ct_from_sensor: RigidTransform,
+                               ct_dicom_folder: str | os.PathLike, path: str | os.PathLike, *,
+                               series_uid: str | None = None,
+                               sensor_frame_of_reference_uid: str | None = None,
+                               description: str = "arspine CT to sensor registration"
+                               ) -> Path:
+    """Write the registration as a DICOM Spatial Registration object (SOP class 1.2.840.
+    10008.5.1.4.1.1.66.1) referencing the CT series.
+
+    The object's frame of reference is the CT's. Its first registration item is the CT's
+    own frame (identity); the second one maps the sensor's frame of reference (a new UID
+    unless given) into the CT: the DICOM Frame of Reference Transformation Matrix maps
+    points of the item's frame into the object's frame, i.e. ``T_ct_from_sensor`` (row-major,
+    LPS mm).
+
+    Returns
+    -------
+    Path
+        ``path`` (written atomically).
+    """
+    import datetime
+
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+
+    if not isinstance(T_ct_from_sensor, RigidTransform) or \
+            T_ct_from_sensor.to_frame != "ct":
+        raise InputError(f"T_ct_from_sensor must be a RigidTransform into 'ct', got "
+                         f"{getattr(T_ct_from_sensor, 'name', type(T_ct_from_sensor).__name__)}")
+    headers = _ct_series_headers(Path(ct_dicom_folder), series_uid)
+    ref = headers[0]
+    ct_for = str(ref.FrameOfReferenceUID)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    sop_uid = generate_uid()
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SPATIAL_REGISTRATION_STORAGE
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = SPATIAL_REGISTRATION_STORAGE
+    ds.SOPInstanceUID = sop_uid
+    ds.Modality = "REG"
+    for kw in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+               "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber"):
+        setattr(ds, kw, ref.get(kw, ""))
+    ds.StudyInstanceUID = str(ref.get("StudyInstanceUID", "")) or generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = 9000
+    ds.SeriesDescription = description[:64]
+    ds.InstanceNumber = 1
+    ds.FrameOfReferenceUID = ct_for
+    ds.PositionReferenceIndicator = ""
+    ds.Manufacturer = "arspine"
+    ds.ContentDate = now.strftime("%Y%m%d")
+    ds.ContentTime = now.strftime("%H%M%S")
+    ds.ContentLabel = "REGISTRATION"
+    ds.ContentDescription = description[:64]
+    ds.ContentCreatorName = "arspine"
+
+    def item(frame_uid: str, matrix: np.ndarray, comment: str) -> Dataset:
+        m = Dataset()
+        m.FrameOfReferenceTransformationMatrixType = "RIGID"
+        m.FrameOfReferenceTransformationMatrix = [float(v) for v in matrix.ravel()]
+        mr = Dataset()
+        mr.MatrixSequence = Sequence([m])
+        it = Dataset()
+        it.FrameOfReferenceUID = frame_uid
+        it.MatrixRegistrationSequence = Sequence([mr])
+        it.FrameOfReferenceTransformationComment = comment[:64]
+        return it
+
+    sensor_for = sensor_frame_of_reference_uid or generate_uid()
+    ds.RegistrationSequence = Sequence([
+        item(ct_for, np.eye(4), "CT frame (identity)"),
+        item(sensor_for, T_ct_from_sensor.as_matrix(), f"{T_ct_from_sensor.name} (mm)"),
+    ])
+    refs = []
+    for h in headers:
+        r = Dataset()
+        r.ReferencedSOPClassUID = str(h.get("SOPClassUID", "")) or \
+            str(h.file_meta.get("MediaStorageSOPClassUID", ""))
+        r.ReferencedSOPInstanceUID = str(h.get("SOPInstanceUID", "")) or \
+            str(h.file_meta.get("MediaStorageSOPInstanceUID", ""))
+        refs.append(r)
+    rs = Dataset()
+    rs.SeriesInstanceUID = str(ref.get("SeriesInstanceUID", "")) or (series_uid or "")
+    rs.ReferencedInstanceSequence = Sequence(refs)
+    ds.ReferencedSeriesSequence = Sequence([rs])
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    try:
+        pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
 
 
 # ------------------------------------------------------------------ everything

@@ -117,3 +117,35 @@ def test_export_surfaces_ply_stl_roundtrip(tmp_path):
         assert back.n_faces == 4
         np.testing.assert_allclose(np.sort(back.vertices, axis=0), np.sort(v, axis=0), atol=1e-4)
         assert back.enclosed_volume() == pytest.approx(mesh.enclosed_volume(), rel=1e-5)
+
+
+def test_dicom_spatial_registration_references_the_real_ct(data_dir, tmp_path):
+    import pydicom
+
+    from arspine.navigation.export import SPATIAL_REGISTRATION_STORAGE, write_spatial_registration
+
+    folder = data_dir / "totalsegmentator" / "example_ct_dicom"
+    T = T_SENSOR_FROM_CT.inv()
+    p = write_spatial_registration(T, folder, tmp_path / "T_ct_from_sensor_REG.dcm")
+    ds = pydicom.dcmread(p)
+    assert ds.SOPClassUID == SPATIAL_REGISTRATION_STORAGE and ds.Modality == "REG"
+    ct0 = pydicom.dcmread(sorted(folder.iterdir())[0], stop_before_pixels=True)
+    assert ds.FrameOfReferenceUID == ct0.FrameOfReferenceUID
+    items = ds.RegistrationSequence
+    assert items[0].FrameOfReferenceUID == ct0.FrameOfReferenceUID
+    m0 = np.array(items[0].MatrixRegistrationSequence[0].MatrixSequence[0]
+                  .FrameOfReferenceTransformationMatrix, float).reshape(4, 4)
+    np.testing.assert_allclose(m0, np.eye(4))
+    m1 = items[1].MatrixRegistrationSequence[0].MatrixSequence[0]
+    assert m1.FrameOfReferenceTransformationMatrixType == "RIGID"
+    np.testing.assert_allclose(np.array(m1.FrameOfReferenceTransformationMatrix, float)
+                               .reshape(4, 4), T.as_matrix(), atol=1e-9)
+    refs = ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+    assert len(refs) == 20
+    assert {r.ReferencedSOPInstanceUID for r in refs} == \
+        {pydicom.dcmread(f, stop_before_pixels=True).file_meta.MediaStorageSOPInstanceUID
+         for f in folder.iterdir()}
+    with pytest.raises(InputError, match="into 'ct'"):
+        write_spatial_registration(T_SENSOR_FROM_CT, folder, tmp_path / "x.dcm")
+    with pytest.raises(InputError, match="DICOM folder"):
+        write_spatial_registration(T, tmp_path / "nope", tmp_path / "x.dcm")

@@ -89,6 +89,13 @@ def run(args: argparse.Namespace) -> int:
                               "result_sha256": sha256_of(result_path),
                               "result_status": result["status"],
                               "inputs": session.sources}
+    if case.ct_path is not None and case.ct_path.is_dir():  # a DICOM CT: add a REG object
+        from arspine.navigation.export import write_spatial_registration
+
+        sro = write_spatial_registration(transforms[0].inv(), case.ct_path,
+                                         out / "T_ct_from_sensor_REG.dcm",
+                                         series_uid=(session.ct.meta or {}).get("series_uid"))
+        manifest["dicom"] = [sro.name]
     if plan is not None:
         atomic_write_text(out / "plan.json", json.dumps(plan.to_dict(), indent=1))
         manifest["plan"] = "plan.json"
