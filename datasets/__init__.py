@@ -19,6 +19,7 @@ __all__ = [
     "Phantom", "make_phantom",
     "suite_cases", "SUITES",
     "load_verse_case", "load_totalsegmentator_case",
+    "save_scan_figure", "plot_scan",
 ]
 
 _WHERE = {
@@ -35,6 +36,7 @@ _WHERE = {
     "Phantom": "phantom", "make_phantom": "phantom",
     "suite_cases": "suites", "SUITES": "suites",
     "load_verse_case": "loaders", "load_totalsegmentator_case": "loaders",
+    "save_scan_figure": "plotting", "plot_scan": "plotting",
 }
 
 
