@@ -23,7 +23,7 @@ __all__ = ["GateConfig", "gate_whole", "gate_level"]
 class GateConfig:
     """Thresholds of the quality gate (mm, fractions)."""
 
-    min_inliers: int = 1500            # scan points within 2 mm of bone, normals agreeing
+    min_inliers: int = 300             # scan points within 2 mm of bone, normals agreeing
     max_rmse_mm: float = 1.5
     max_violation_ratio: float = 0.25  # free-space violations / supported model points
     min_margin: float = 0.25           # (best - alternative) / best visibility score

@@ -41,7 +41,8 @@ def small_rigid(x: np.ndarray) -> np.ndarray:
     return m
 
 
-def icp_point_to_plane(src: np.ndarray, src_normals: np.ndarray | None, tree, tgt: np.ndarray,
+def icp_point_to_plane(src: np.ndarray, src_normals: np.ndarray | None, nearest,
+                       tgt: np.ndarray,
                        tgt_normals: np.ndarray, T_init: np.ndarray,
                        schedule_mm: tuple = (6.0, 4.0, 3.0, 2.0), iters_per_stage: int = 6,
                        tukey_c_mm: float = 2.5, normal_min_dot: float = 0.3,
@@ -53,7 +54,8 @@ def icp_point_to_plane(src: np.ndarray, src_normals: np.ndarray | None, tree, tg
     Parameters
     ----------
     src : (N, 3) scan points, sensor mm; src_normals : (N, 3) or None (skip normal check).
-    tree : scipy.spatial.cKDTree over ``tgt``.
+    nearest : callable ``(q (N, 3) ct mm, max_mm) -> (dist (N,), index (N,))`` into ``tgt``
+        (inf / -1 beyond ``max_mm``), e.g. :meth:`PreparedModel.nearest`.
     tgt, tgt_normals : (M, 3) model points and outward normals, ct mm.
     T_init : (4, 4) initial ``T_ct_from_sensor``.
     schedule_mm : correspondence distances (mm), one stage each, shrinking.
@@ -73,7 +75,7 @@ def icp_point_to_plane(src: np.ndarray, src_normals: np.ndarray | None, tree, tg
         for _ in range(iters_per_stage):
             it_total += 1
             q = src @ T[:3, :3].T + T[:3, 3]
-            d, idx = tree.query(q, k=1, distance_upper_bound=dmax, workers=2)
+            d, idx = nearest(q, dmax)
             ok = np.isfinite(d)
             if src_normals is not None:
                 ns = src_normals[ok] @ T[:3, :3].T

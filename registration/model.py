@@ -8,9 +8,9 @@ A :class:`PreparedModel` holds, in the ``ct`` frame (LPS mm):
   processed costs nothing and cannot attract a wrong match;
 - per-point level index, level centroids, the spine axis (cranial -> caudal) and the
   posterior direction;
-- coarse keypoints with FPFH descriptors for the global search.
+- a voxel grid of nearest shell points (correspondences by lookup).
 
-KD-trees are rebuilt on load (milliseconds); everything else is saved with :meth:`save`.
+Everything is saved with :meth:`save` and read back by :meth:`PreparedModel.load`.
 """
 
 from __future__ import annotations
@@ -25,17 +25,56 @@ import numpy as np
 
 from arspine.errors import InputError
 from arspine.navigation.geometry import Mesh
-from arspine.registration._pc import fpfh, orthobasis, unit, voxel_downsample
+from arspine.registration._pc import orthobasis, unit, voxel_downsample
 
-__all__ = ["PreparedModel", "prepare_model", "exposable_shell", "estimate_posterior"]
+__all__ = ["PreparedModel", "prepare_model", "exposable_shell", "estimate_posterior",
+           "NearestGrid"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _LEVEL_ORDER = ([f"C{i}" for i in range(1, 8)] + [f"T{i}" for i in range(1, 13)]
                 + [f"L{i}" for i in range(1, 6)] + ["S1", "S2", "S3", "S4", "S5"])
 
 
 def _level_rank(name: str) -> int:
     return _LEVEL_ORDER.index(name) if name in _LEVEL_ORDER else 1000
+
+
+@dataclass
+class NearestGrid:
+    """Voxel grid (frame ``ct``) holding the index of the nearest shell point of every cell.
+
+    A correspondence becomes one array lookup instead of a KD-tree query. Cells farther than
+    ``max_mm`` from the shell hold -1.
+    """
+
+    origin: np.ndarray
+    voxel_mm: float
+    index: np.ndarray      # (I, J, K) int32
+
+    @classmethod
+    def build(cls, points: np.ndarray, voxel_mm: float = 1.0, margin_mm: float = 10.0):
+        """Exact Euclidean distance transform from the voxels holding shell points."""
+        from scipy import ndimage
+
+        lo = points.min(axis=0) - margin_mm
+        shape = tuple(np.ceil((points.max(axis=0) + margin_mm - lo) / voxel_mm).astype(int) + 1)
+        ijk = np.floor((points - lo) / voxel_mm).astype(np.int64)
+        seed = np.full(shape, -1, dtype=np.int32)
+        seed[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = np.arange(len(points), dtype=np.int32)
+        dist, ind = ndimage.distance_transform_edt(seed < 0, return_indices=True)
+        index = seed[ind[0], ind[1], ind[2]]
+        index[dist * voxel_mm > margin_mm] = -1
+        return cls(lo, float(voxel_mm), index.astype(np.int32))
+
+    def lookup(self, q: np.ndarray) -> np.ndarray:
+        """Nearest shell-point index of each query point (ct mm), -1 outside / too far."""
+        ijk = np.floor((q - self.origin) / self.voxel_mm).astype(np.int64)
+        shape = np.array(self.index.shape)
+        inside = np.all((ijk >= 0) & (ijk < shape), axis=-1)
+        out = np.full(q.shape[:-1], -1, dtype=np.int64)
+        ii = ijk[inside]
+        out[inside] = self.index[ii[:, 0], ii[:, 1], ii[:, 2]]
+        return out
 
 
 @dataclass
@@ -54,10 +93,6 @@ class PreparedModel:
         Centroid of each level's full surface.
     axis_ct : (3,) unit vector, cranial -> caudal.
     posterior_ct : (3,) unit vector pointing out of the back.
-    key_index : (K,) int
-        Shell points used as global keypoints.
-    key_features : (K, 33) float32
-        FPFH of the keypoints.
     meta : dict
         Provenance (source, voxel sizes, format version).
     """
@@ -69,10 +104,25 @@ class PreparedModel:
     centroids: np.ndarray
     axis_ct: np.ndarray
     posterior_ct: np.ndarray
-    key_index: np.ndarray
-    key_features: np.ndarray
     meta: dict = field(default_factory=dict)
+    grid: NearestGrid | None = None
     _trees: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def nearest(self, q: np.ndarray, max_mm: float) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest shell point (via the grid) of points ``q`` (ct mm).
+
+        Returns ``(dist_mm, index)``; ``dist`` is inf and ``index`` -1 beyond ``max_mm``.
+        """
+        if self.grid is None:
+            self.grid = NearestGrid.build(self.points)
+        idx = self.grid.lookup(q)
+        d = np.full(idx.shape, np.inf)
+        ok = idx >= 0
+        d[ok] = np.linalg.norm(q[ok] - self.points[idx[ok]], axis=-1)
+        far = d > max_mm
+        d[far] = np.inf
+        idx = np.where(far, -1, idx)
+        return d, idx
 
     # ----------------------------------------------------------------- lookups
     def tree(self, level: str | None = None):
@@ -90,14 +140,6 @@ class PreparedModel:
         if level not in self.levels:
             raise InputError(f"level must be one of {list(self.levels)}, got {level!r}")
         return self.level_index == self.levels.index(level)
-
-    @property
-    def key_points(self) -> np.ndarray:
-        return self.points[self.key_index]
-
-    @property
-    def key_normals(self) -> np.ndarray:
-        return self.normals[self.key_index]
 
     @property
     def center_ct(self) -> np.ndarray:
@@ -123,8 +165,10 @@ class PreparedModel:
                 np.savez_compressed(
                     fh, points=self.points, normals=self.normals, level_index=self.level_index,
                     centroids=self.centroids, axis_ct=self.axis_ct,
-                    posterior_ct=self.posterior_ct, key_index=self.key_index,
-                    key_features=self.key_features,
+                    posterior_ct=self.posterior_ct,
+                    grid_index=self.grid.index if self.grid is not None else np.zeros(0),
+                    grid_origin=self.grid.origin if self.grid is not None else np.zeros(3),
+                    grid_voxel=np.array(self.grid.voxel_mm if self.grid is not None else 0.0),
                     header=np.array(json.dumps({"levels": list(self.levels), "meta": self.meta,
                                                 "format": FORMAT_VERSION})))
             os.replace(tmp, path)
@@ -145,11 +189,15 @@ class PreparedModel:
                 if header.get("format") != FORMAT_VERSION:
                     raise InputError(f"prepared model {path} has format {header.get('format')}, "
                                      f"expected {FORMAT_VERSION}; prepare it again")
+                grid = None
+                if z["grid_index"].ndim == 3:
+                    grid = NearestGrid(z["grid_origin"], float(z["grid_voxel"]),
+                                       z["grid_index"])
                 return cls(levels=tuple(header["levels"]), points=z["points"],
                            normals=z["normals"], level_index=z["level_index"],
                            centroids=z["centroids"], axis_ct=z["axis_ct"],
-                           posterior_ct=z["posterior_ct"], key_index=z["key_index"],
-                           key_features=z["key_features"], meta=header.get("meta", {}))
+                           posterior_ct=z["posterior_ct"], meta=header.get("meta", {}),
+                           grid=grid)
         except (OSError, KeyError, ValueError) as exc:
             if isinstance(exc, InputError):
                 raise
@@ -222,8 +270,7 @@ def _sample_surface(mesh: Mesh, spacing_mm: float, seed: int):
 
 def prepare_model(ct=None, labels=None, surfaces: dict | None = None, *,
                   levels: list | None = None, posterior_ct: object = None,
-                  fine_voxel_mm: float = 1.5, key_voxel_mm: float = 3.0,
-                  feature_radius_mm: float = 12.0, seed: int = 0,
+                  fine_voxel_mm: float = 1.5, grid_voxel_mm: float = 1.0, seed: int = 0,
                   progress: bool = False) -> PreparedModel:
     """Prepare a CT for registration (done once per CT; cache with :meth:`PreparedModel.save`).
 
@@ -241,19 +288,21 @@ def prepare_model(ct=None, labels=None, surfaces: dict | None = None, *,
     posterior_ct : (3,) array_like, optional
         Direction out of the patient's back in ``ct``; default: LPS ``+y`` for a CT, estimated
         from the anatomy for bare surfaces.
-    fine_voxel_mm, key_voxel_mm : float
-        Spacing of the shell samples and of the global keypoints (mm).
+    fine_voxel_mm : float
+        Spacing of the shell samples (mm).
+    grid_voxel_mm : float
+        Cell of the nearest-point grid (mm).
 
     Returns
     -------
     PreparedModel
     """
+    if posterior_ct is None and ct is not None:
+        posterior_ct = [0.0, 1.0, 0.0]  # LPS: +y is posterior
     if surfaces is None:
         if ct is None:
             raise InputError("prepare_model needs ct (a CtVolume) or surfaces (dict of Mesh)")
         surfaces = _surfaces_from_ct(ct, labels, levels)
-        if posterior_ct is None:
-            posterior_ct = [0.0, 1.0, 0.0]  # LPS: +y is posterior
     if not isinstance(surfaces, dict) or not surfaces:
         raise InputError(f"surfaces must be a non-empty dict of level -> Mesh, got "
                          f"{type(surfaces).__name__} of length "
@@ -289,16 +338,11 @@ def prepare_model(ct=None, labels=None, surfaces: dict | None = None, *,
     pts, nrm, lidx = pts[keep], nrm[keep], lidx[keep]
     if len(pts) < 50:
         raise InputError(f"the CT surfaces give too few exposable points ({len(pts)})")
-    kp, kn, kl, first = voxel_downsample(pts, key_voxel_mm, nrm, lidx)
-    # Keypoints are real shell samples (the voxel's first member) so FPFH is on the surface.
-    key_index = first.astype(np.int64)
-    feats = fpfh(pts[key_index], nrm[key_index], feature_radius_mm)
     meta = {"source": "surfaces" if ct is None else "ct", "fine_voxel_mm": fine_voxel_mm,
-            "key_voxel_mm": key_voxel_mm, "feature_radius_mm": feature_radius_mm,
-            "n_points": int(len(pts))}
+            "grid_voxel_mm": grid_voxel_mm, "n_points": int(len(pts))}
     return PreparedModel(levels=tuple(names), points=pts, normals=nrm, level_index=lidx,
-                         centroids=cents, axis_ct=axis, posterior_ct=post,
-                         key_index=key_index, key_features=feats, meta=meta)
+                         centroids=cents, axis_ct=axis, posterior_ct=post, meta=meta,
+                         grid=NearestGrid.build(pts, grid_voxel_mm))
 
 
 def _surfaces_from_ct(ct, labels, levels) -> dict:

@@ -34,20 +34,25 @@ def refine_levels(T_whole: np.ndarray, pts: np.ndarray, nrm: np.ndarray, model,
     """
     R, t = T_whole[:3, :3], T_whole[:3, 3]
     q = pts @ R.T + t
-    d, idx = model.tree().query(q, k=1, distance_upper_bound=assign_mm, workers=2)
+    d, idx = model.nearest(q, assign_mm)
     ok = np.isfinite(d)
     lev = np.full(len(pts), -1)
     lev[ok] = model.level_index[idx[ok]]
     out = {}
     for i, name in enumerate(model.levels):
         sel = lev == i
-        mask = model.level_mask(name)
         if sel.sum() < 12:
             out[name] = {"T": T_whole.copy(), "rmse_mm": float("inf"), "n_inliers": 0,
                          "n_points": int(sel.sum())}
             continue
-        res = icp_point_to_plane(pts[sel], nrm[sel], model.tree(name), model.points[mask],
-                                 model.normals[mask], T_whole, schedule_mm=schedule_mm,
+        def nearest(q, dmax, i=i):
+            d, j = model.nearest(q, dmax)
+            other = (j >= 0) & (model.level_index[np.maximum(j, 0)] != i)
+            return np.where(other, np.inf, d), np.where(other, -1, j)
+
+        res = icp_point_to_plane(pts[sel], nrm[sel], nearest, model.points,
+                                 model.normals, T_whole, schedule_mm=schedule_mm,
+                                 motion_center=model.centroids[i],
                                  iters_per_stage=6, tukey_c_mm=2.0,
                                  max_motion_mm=max_motion_mm, max_motion_deg=max_motion_deg)
         out[name] = {"T": res.T_ct_from_sensor, "rmse_mm": res.rmse_mm,

@@ -23,15 +23,7 @@ import numpy as np
 from arspine.errors import InputError
 from arspine.navigation.frames import RigidTransform
 from arspine.registration.gate import GateConfig, gate_level, gate_whole
-from arspine.registration.global_ import (
-    DepthImage,
-    Hypothesis,
-    _close,
-    alternatives,
-    exposure_hypotheses,
-    refine,
-    visibility_score,
-)
+from arspine.registration.global_ import DepthImage, _close, global_search, visibility_score
 from arspine.registration.icp import icp_point_to_plane
 from arspine.registration.multibody import level_motion, refine_levels
 from arspine.registration.preprocess import ScanConfig, prepare_scan
@@ -64,7 +56,7 @@ def _as_model(model):
 
 def _inlier_stats(T: np.ndarray, pts: np.ndarray, nrm: np.ndarray, model, tau: float):
     q = pts @ T[:3, :3].T + T[:3, 3]
-    d, idx = model.tree().query(q, k=1, distance_upper_bound=tau, workers=2)
+    d, idx = model.nearest(q, tau)
     ok = np.isfinite(d)
     idx_ok = idx[ok]
     agree = np.einsum("ij,ij->i", nrm[ok] @ T[:3, :3].T, model.normals[idx_ok]) > 0.3
@@ -119,30 +111,17 @@ def register(model, scan, levels: list | None = None,
         if unknown:
             raise InputError(f"levels {unknown} are not in the model (has {list(model.levels)})")
     t0 = time.perf_counter()
-    ps = prepare_scan(scan, cfg.scan, features=False)
+    ps = prepare_scan(scan, cfg.scan)
     t_pre = time.perf_counter() - t0
     depth = DepthImage(ps.fine)
     E, En = ps.fine[ps.exposure], ps.fine_normals[ps.exposure]
-    Ec, Ecn = _coarse(E, En)
-    hyps = exposure_hypotheses(ps, model, top_k=cfg.n_hypotheses, seed=cfg.seed)
-    scored: list[Hypothesis] = []
-    for h in hyps:
-        h.T = refine(h.T, Ec, Ecn, model, schedule=(10.0, 6.0, 4.0, 3.0), iters=4)
-        h.score = visibility_score(np.linalg.inv(h.T), model, depth)[0]
-        scored.append(h)
-    identity = np.eye(4)
+    scored = global_search(ps, model, depth, cfg.n_hypotheses, cfg.seed)
     if not scored:
-        return _rejected("no exposed surface found in the scan to register", model, identity,
+        return _rejected("no exposed surface found in the scan to register", model, np.eye(4),
                          {"n_exposure_points": int(len(E))}, t_pre, t0)
-    scored.sort(key=lambda h: -h.score)
-    best = scored[0]
-    for name, Ta in alternatives(best.T, model):
-        Tr = refine(Ta, Ec, Ecn, model, schedule=(6.0, 4.0, 3.0), iters=4)
-        scored.append(Hypothesis(Tr, visibility_score(np.linalg.inv(Tr), model, depth)[0], name))
-    scored.sort(key=lambda h: -h.score)
     best = scored[0]
     # Fine: robust point-to-plane on the exposure.
-    fine = icp_point_to_plane(E, En, model.tree(), model.points, model.normals, best.T,
+    fine = icp_point_to_plane(E, En, model.nearest, model.points, model.normals, best.T,
                               schedule_mm=cfg.fine_schedule_mm, iters_per_stage=6)
     T_best = fine.T_ct_from_sensor
     vs, sup, viol, facing = visibility_score(np.linalg.inv(T_best), model, depth)
@@ -201,15 +180,6 @@ def register(model, scan, levels: list | None = None,
     t_reg = time.perf_counter() - t0
     return RegistrationResult(status, reason, T_whole, verts, quality,
                               {"prepare_scan": t_pre, "register": t_reg}, t_reg)
-
-
-def _coarse(E: np.ndarray, En: np.ndarray, voxel: float = 3.0):
-    from arspine.registration._pc import voxel_downsample
-
-    if len(E) == 0:
-        return E, En
-    p, n, _, _ = voxel_downsample(E, voxel, En)
-    return p, n
 
 
 def _rejected(reason: str, model, T: np.ndarray, quality: dict, t_pre: float,

@@ -1,9 +1,8 @@
-"""Scan clean-up: range crop, outlier removal, voxel downsampling, normals toward the sensor.
+"""Scan clean-up: range crop, outlier removal, voxel downsampling, exposure, normals.
 
-The output is a :class:`PreparedScan` with two resolutions in the ``sensor`` frame:
-``fine`` points (for ICP and the final score) and ``coarse`` points with normals, surface
-variation and FPFH at the salient (curved) ones (for the global search). Flat skin and
-drapes, most of any scan, are kept for scoring but never become keypoints.
+The scan is mostly skin and drapes. They are kept (as a depth map) to test poses against
+what the sensor saw, but only the surgical exposure - the region deeper than the skin
+around it - is registered, and only it gets normals: what is not processed costs nothing.
 """
 
 from __future__ import annotations
@@ -14,9 +13,9 @@ import numpy as np
 
 from arspine.errors import InputError
 from arspine.navigation.geometry import PointCloud, as_points
-from arspine.registration._pc import estimate_normals, fpfh, voxel_downsample
+from arspine.registration._pc import estimate_normals, voxel_downsample
 
-__all__ = ["PreparedScan", "prepare_scan", "ScanConfig"]
+__all__ = ["PreparedScan", "prepare_scan", "ScanConfig", "find_exposure"]
 
 
 @dataclass(frozen=True)
@@ -27,14 +26,11 @@ class ScanConfig:
     max_range_mm: float = 2000.0
     fine_voxel_mm: float = 1.5
     coarse_voxel_mm: float = 3.0
-    normal_radius_mm: float = 7.0
-    feature_radius_mm: float = 12.0
+    normal_radius_mm: float = 4.5
     min_fine_per_coarse: int = 2          # coarse voxels with fewer fine points are outliers
-    key_fraction: float = 0.35            # share of coarse points kept as keypoints (most curved)
-    max_keypoints: int = 6000
     exposure_bin_mm: float = 3.5          # depth-map bin at the median range
     exposure_window_mm: float = 90.0      # wider than the wound
-    exposure_depth_mm: float = 6.0        # deeper than the skin by this much
+    exposure_depth_mm: float = 15.0       # deeper than the skin (and drape folds) by this much
     exposure_min_area_mm2: float = 600.0
 
 
@@ -44,62 +40,34 @@ class PreparedScan:
 
     Attributes
     ----------
-    fine : (F, 3) points; fine_normals : (F, 3) unit normals toward the sensor.
-    coarse : (C, 3) points; coarse_normals : (C, 3); variation : (C,) surface variation.
-    key_index : (K,) indices into ``coarse``; key_features : (K, 33) FPFH.
-    sensor_origin : (3,) the sensor position (origin of the sensor frame).
-    n_input : int, number of input points.
-    exposure : (F,) bool, fine points inside the surgical exposure (all True when no
+    fine : (F, 3) points after range crop, voxel downsampling and outlier removal.
+    fine_normals : (F, 3) unit normals toward the sensor (zero outside the exposure).
+    exposure : (F,) bool, points inside the surgical exposure (all True when no
         surrounding skin was found).
     exposure_found : bool, an enclosed exposure was found.
-    skin_normal : (3,) unit normal of the skin around the exposure, toward the sensor.
+    regions : list of ``(mask (F,) bool, skin_normal (3,))``, candidate exposures, best
+        first, each with the unit normal of the skin around it (toward the sensor).
+    sensor_origin : (3,) the sensor position (origin of the sensor frame).
+    n_input : int, number of input points.
     """
 
     fine: np.ndarray
     fine_normals: np.ndarray
-    coarse: np.ndarray
-    coarse_normals: np.ndarray
-    variation: np.ndarray
-    key_index: np.ndarray
-    key_features: np.ndarray
+    exposure: np.ndarray
+    exposure_found: bool
+    regions: list
     sensor_origin: np.ndarray
     n_input: int
-    exposure: np.ndarray | None = None
-    exposure_found: bool = False
-    skin_normal: np.ndarray | None = None
-
-    @property
-    def key_points(self) -> np.ndarray:
-        return self.coarse[self.key_index]
-
-    @property
-    def key_normals(self) -> np.ndarray:
-        return self.coarse_normals[self.key_index]
 
 
-def _surface_variation(points: np.ndarray, k: int = 12) -> np.ndarray:
-    from scipy.spatial import cKDTree
-
-    tree = cKDTree(points)
-    _, idx = tree.query(points, k=min(k, len(points)), workers=2)
-    nb = points[idx]
-    nb = nb - nb.mean(axis=1, keepdims=True)
-    cov = np.einsum("nki,nkj->nij", nb, nb)
-    ev = np.linalg.eigvalsh(cov)
-    return ev[:, 0] / np.maximum(ev.sum(axis=1), 1e-12)
-
-
-def prepare_scan(scan: object, config: ScanConfig | None = None,
-                 features: bool = True) -> PreparedScan:
-    """Clean a raw scan.
+def prepare_scan(scan: object, config: ScanConfig | None = None) -> PreparedScan:
+    """Clean a raw scan and find the surgical exposure.
 
     Parameters
     ----------
     scan : PointCloud (frame ``sensor``) or (N, 3) array_like, mm
         The intraoperative point cloud; the sensor sits at the origin looking along +z.
     config : ScanConfig, optional
-    features : bool
-        Compute keypoints and FPFH (needed for the global search only).
 
     Returns
     -------
@@ -108,7 +76,7 @@ def prepare_scan(scan: object, config: ScanConfig | None = None,
     Raises
     ------
     InputError
-        Wrong shape, NaN, or nothing left after the range crop.
+        Wrong shape, NaN, wrong frame, or nothing left after the range crop.
     """
     cfg = config or ScanConfig()
     if isinstance(scan, PointCloud):
@@ -120,8 +88,8 @@ def prepare_scan(scan: object, config: ScanConfig | None = None,
     n_in = len(pts)
     if n_in == 0:
         raise InputError("scan is empty (0 points)")
-    rng_mm = np.linalg.norm(pts, axis=1)
-    pts = pts[(rng_mm >= cfg.min_range_mm) & (rng_mm <= cfg.max_range_mm)]
+    r2 = np.einsum("ij,ij->i", pts, pts)
+    pts = pts[(r2 >= cfg.min_range_mm**2) & (r2 <= cfg.max_range_mm**2)]
     if len(pts) < 10:
         raise InputError(f"scan has {len(pts)} points within {cfg.min_range_mm:g}-"
                          f"{cfg.max_range_mm:g} mm of the sensor (of {n_in}); is it in mm and "
@@ -137,48 +105,32 @@ def prepare_scan(scan: object, config: ScanConfig | None = None,
     if len(fine) < 10:
         raise InputError(f"scan has only {len(fine)} points left after outlier removal "
                          f"(of {n_in})")
-    coarse, _, _, _ = voxel_downsample(fine, cfg.coarse_voxel_mm)
     origin = np.zeros(3)
-    cn = estimate_normals(coarse, cfg.normal_radius_mm, 20, toward=origin)
-    # Fine normals: the normal of the nearest coarse point (cheap, good enough for gating).
-    from scipy.spatial import cKDTree
-
-    ctree = cKDTree(coarse)
-    _, ci = ctree.query(fine, k=1, workers=2)
-    fn = cn[ci]
-    var = _surface_variation(coarse) if len(coarse) >= 12 else np.zeros(len(coarse))
-    if features and len(coarse) >= 12:
-        n_key = int(min(cfg.max_keypoints, max(50, cfg.key_fraction * len(coarse))))
-        key_index = np.argsort(-var)[:n_key]
-        # FPFH needs the neighbourhood of the keypoints only (2 radii covers SPFH of SPFH).
-        near = np.unique(np.concatenate(
-            ctree.query_ball_point(coarse[key_index], 2 * cfg.feature_radius_mm,
-                                   workers=2, return_sorted=False)
-        ).astype(np.int64)) if len(key_index) else np.zeros(0, np.int64)
-        feats_all = fpfh(coarse[near], cn[near], cfg.feature_radius_mm)
-        pos = np.searchsorted(near, key_index)
-        feats = feats_all[pos]
-    else:
-        key_index = np.zeros(0, dtype=np.int64)
-        feats = np.zeros((0, 33), dtype=np.float32)
-    expo, found, skin_n = find_exposure(fine, cfg)
-    return PreparedScan(fine=fine, fine_normals=fn, coarse=coarse, coarse_normals=cn,
-                        variation=var, key_index=key_index, key_features=feats,
-                        sensor_origin=origin, n_input=n_in, exposure=expo,
-                        exposure_found=found, skin_normal=skin_n)
+    regions = find_exposure(fine, cfg)
+    found = bool(regions)
+    if not regions:  # no skin around: the whole scan is the exposure (e.g. a bone-only scan)
+        regions = [(np.ones(len(fine), bool), _skin_normal(fine, fine))]
+    expo = np.logical_or.reduce([m for m, _ in regions])
+    normals = np.zeros_like(fine)
+    if expo.sum() >= 3:
+        normals[expo] = estimate_normals(fine[expo], cfg.normal_radius_mm, 16, toward=origin)
+    return PreparedScan(fine=fine, fine_normals=normals, exposure=expo, exposure_found=found,
+                        regions=regions, sensor_origin=origin, n_input=n_in)
 
 
-def find_exposure(points: np.ndarray, cfg: ScanConfig | None = None):
-    """Fine points inside the surgical exposure: a region enclosed by skin, deeper than it.
+def find_exposure(points: np.ndarray, cfg: ScanConfig | None = None,
+                  max_regions: int = 3) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Candidate surgical exposures: regions enclosed by skin and deeper than it.
 
     The skin (and drapes) form the front-most smooth surface; a grey opening of the depth
     map over a window wider than the wound estimates it across the wound. Bins more than
-    ``exposure_depth_mm`` behind it that form a region enclosed by valid skin (not touching
-    the image border or the empty outside) are the exposure.
+    ``exposure_depth_mm`` behind it, closed over thin occluders (a retractor bar), that do
+    not touch the image border or the empty outside are candidates, ranked by the depth
+    volume they hold (a wound is deep, a fold beside a hand is shallow).
 
     Returns
     -------
-    mask : (N,) bool; found : bool; skin_normal : (3,) unit vector toward the sensor.
+    list of ``(mask (N,) bool, skin_normal (3,))``, best first; empty when none is found.
     """
     from scipy import ndimage
 
@@ -197,49 +149,61 @@ def find_exposure(points: np.ndarray, cfg: ScanConfig | None = None):
     np.minimum.at(img, (u, v), z)
     valid = np.isfinite(img)
     if valid.sum() < 50:
-        return np.ones(len(points), bool), False, np.array([0.0, 0.0, -1.0])
+        return []
     far = float(img[valid].max())
     fill = np.where(valid, img, far)
     win = max(5, int(round(cfg.exposure_window_mm / cfg.exposure_bin_mm)))
     skin = ndimage.grey_opening(fill, size=(win, win))
-    cand = valid & (img - skin > cfg.exposure_depth_mm)
+    below = np.where(valid, img - skin, 0.0)
+    cand = valid & (below > cfg.exposure_depth_mm)
+    cand = ndimage.binary_closing(cand, iterations=2) & (valid | cand)
     # The outside: empty bins connected to the image border.
     lab_empty, _ = ndimage.label(~valid)
     border = np.unique(np.r_[lab_empty[0], lab_empty[-1], lab_empty[:, 0], lab_empty[:, -1]])
     outside = np.isin(lab_empty, border[border > 0])
     outside = ndimage.binary_dilation(outside, iterations=2)
+    outside[[0, -1], :] = True
+    outside[:, [0, -1]] = True
     lab, n = ndimage.label(cand)
     if n == 0:
-        return np.ones(len(points), bool), False, np.array([0.0, 0.0, -1.0])
+        return []
     bad = np.unique(lab[outside & (lab > 0)])
-    sizes = np.bincount(lab.ravel(), minlength=n + 1)
-    sizes[0] = 0
-    sizes[bad] = 0
+    sizes = np.bincount(lab.ravel(), minlength=n + 1).astype(float)
+    volume = np.bincount(lab.ravel(), weights=np.clip(below, 0, 60).ravel(), minlength=n + 1)
+    sizes[0] = volume[0] = 0
+    # Touching the outside is suspicious (a fold at the edge, skin beside a hand at the
+    # border) but not disqualifying: down-weight, let the pose scores decide.
+    volume[bad] *= 0.3
     min_bins = cfg.exposure_min_area_mm2 / cfg.exposure_bin_mm**2
-    if sizes.max() < min_bins:
-        return np.ones(len(points), bool), False, np.array([0.0, 0.0, -1.0])
-    keep_lab = np.flatnonzero(sizes >= max(min_bins, 0.3 * sizes.max()))
-    region = np.isin(lab, keep_lab)
-    region = ndimage.binary_closing(region, iterations=2)
-    region = ndimage.binary_dilation(region, iterations=1)
-    mask = region[u, v]
-    sel = points[mask]
-    skin_n = _skin_normal(points, mask)
-    return mask, bool(len(sel) >= 50), skin_n
+    volume[sizes < min_bins] = 0
+    out = []
+    for k in np.argsort(-volume)[:max_regions]:
+        if volume[k] <= 0 or volume[k] < 0.05 * volume.max():
+            break
+        region = ndimage.binary_dilation(lab == k, iterations=1)
+        mask = region[u, v]
+        if mask.sum() < 50:
+            continue
+        ring = ndimage.binary_dilation(region, iterations=8) & ~ndimage.binary_dilation(
+            region, iterations=2) & valid & (below < 3.0)
+        out.append((mask, _skin_normal(points[ring[u, v]], points[mask])))
+    return out
 
 
-def _skin_normal(points: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Normal of a plane fitted to the non-exposure points near the exposure, toward +-z."""
-    ex = points[mask]
-    if len(ex) < 10:
+def _skin_normal(skin_pts: np.ndarray, region_pts: np.ndarray) -> np.ndarray:
+    """Robust plane normal of the skin ring around a region, pointing to the sensor (-z)."""
+    q = skin_pts if len(skin_pts) >= 20 else region_pts
+    if len(q) < 3:
         return np.array([0.0, 0.0, -1.0])
-    c = ex.mean(axis=0)
-    r = np.linalg.norm(ex - c, axis=1).max() * 1.6
-    near = (~mask) & (np.linalg.norm(points - c, axis=1) < r)
-    q = points[near]
-    if len(q) < 10:
-        q = ex
-    q = q - q.mean(axis=0)
-    _, _, vt = np.linalg.svd(q[:: max(1, len(q) // 5000)], full_matrices=False)
-    n = vt[2]
+    q = q[:: max(1, len(q) // 4000)]
+    keep = np.ones(len(q), bool)
+    n = np.array([0.0, 0.0, -1.0])
+    for _ in range(3):
+        c = q[keep].mean(axis=0)
+        _, _, vt = np.linalg.svd(q[keep] - c, full_matrices=False)
+        n = vt[2]
+        r = np.abs((q - c) @ n)
+        keep = r < max(3.0, np.percentile(r, 70))
+        if keep.sum() < 10:
+            break
     return n if n[2] < 0 else -n
