@@ -129,3 +129,25 @@ def test_igtl_cli_stops_cleanly_on_ctrl_c(cli_case):
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_export_cli_dicom_case_writes_reg_object(cli_case, data_dir, tmp_path):
+    import pydicom
+
+    root, _ = cli_case
+    src = data_dir / "totalsegmentator"
+    case = tmp_path / "dicom_case"
+    shutil.copytree(src / "example_ct_dicom", case / "ct")
+    shutil.copy(src / "example_ct_dicom_labels.nii.gz", case / "labels.nii.gz")
+    (case / "case.json").write_text(json.dumps({"name": "real-dicom", "units": "mm",
+                                                "label_scheme": "totalsegmentator"}))
+    out = tmp_path / "out"
+    assert main(["export", "--case", str(case), "--result", str(root / "ok.json"),
+                 "--out", str(out), "--formats", "stl"]) == 0
+    ds = pydicom.dcmread(out / "T_ct_from_sensor_REG.dcm")
+    m = ds.RegistrationSequence[1].MatrixRegistrationSequence[0].MatrixSequence[0]
+    np.testing.assert_allclose(np.array(m.FrameOfReferenceTransformationMatrix, float)
+                               .reshape(4, 4), T_SENSOR_FROM_CT.inv().as_matrix(), atol=1e-9)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["dicom"] == ["T_ct_from_sensor_REG.dcm"]
+    assert {"T11", "T12"} <= set(json.loads((out / "plan.json").read_text())["skipped"])
