@@ -219,6 +219,8 @@ def read_pcd_points(path, *, frame: str = "sensor", drop_invalid: bool = False,
         if usize != n * dtype.itemsize:
             raise file_error(path, f"PCD compressed block holds {usize} bytes, {n} points need "
                                    f"{n * dtype.itemsize}")
+        if usize > 200 * csize + 64:  # LZF expands at most ~130x: the sizes are corrupt
+            raise file_error(path, f"corrupt compressed block: {usize} bytes from {csize}")
         if offset + 8 + csize > len(data):
             raise file_error(path, f"truncated: compressed block of {csize} bytes, "
                                    f"{len(data) - offset - 8} present")

@@ -466,3 +466,48 @@ def test_depth_image_files_round_trip_and_back_project(tmp_path):
         read_depth_image(tmp_path / "d.jpg")
     assert sorted(os.listdir(tmp_path)) == ["d.npy", "d.png", "d.tiff", "fine.png", "junk.png",
                                             "rgb.npy"]
+
+
+# ------------------------------------------------------------------ fuzzing
+FUZZ_FORMATS = [("ply", {}), ("ply", {"binary": False}), ("pcd", {}),
+                ("pcd", {"compressed": True}), ("pcd", {"binary": False}), ("csv", {}),
+                ("npy", {})]
+
+
+@pytest.fixture(scope="module")
+def fuzz_files(tmp_path_factory, cloud):
+    d = tmp_path_factory.mktemp("fuzz")
+    small = cloud.select(np.arange(40))
+    out = {}
+    for i, (ext, kw) in enumerate(FUZZ_FORMATS):
+        path = d / f"f{i}.{ext}"
+        write_points(path, small, **kw)
+        out[i] = (ext, path.read_bytes())
+    return out
+
+
+@pytest.mark.parametrize("index", range(len(FUZZ_FORMATS)))
+def test_damaged_files_raise_input_error_or_read_valid_points(tmp_path, fuzz_files, index):
+    """Truncations and flipped bytes: a clear InputError or a valid cloud, never a crash."""
+    ext, data = fuzz_files[index]
+    rng = np.random.default_rng(index)
+    path = tmp_path / f"damaged.{ext}"
+    outcomes = {"error": 0, "ok": 0}
+    for trial in range(40):
+        b = bytearray(data)
+        if trial % 2 == 0:
+            b = b[:int(rng.integers(0, len(b)))]
+        else:
+            for pos in rng.integers(0, len(b), size=int(rng.integers(1, 6))):
+                b[pos] = int(rng.integers(0, 256))
+        path.write_bytes(bytes(b))
+        try:
+            c = read_points(path)
+        except InputError as exc:
+            assert str(path) in str(exc)
+            outcomes["error"] += 1
+        else:
+            assert c.points.ndim == 2 and c.points.shape[1] == 3
+            assert np.isfinite(c.points).all()
+            outcomes["ok"] += 1
+    assert outcomes["error"] >= 15  # every truncation that cuts data is caught
