@@ -12,6 +12,11 @@ import shutil
 import numpy as np
 import pytest
 
+try:
+    from PyQt5.QtCore import Qt
+except ImportError:  # pragma: no cover - skipped below
+    Qt = None
+
 pytest.importorskip("PyQt5")
 pytest.importorskip("pytestqt")
 
@@ -158,14 +163,14 @@ def test_broken_file_shows_error_in_window_not_crash(win, qtbot, tmp_path):
 def test_plan_panel_proposes_screws_and_flags_a_dragged_breach(win, qtbot):
     plan_panel = win.tabs.widget([win.tabs.tabText(i) for i in
                                   range(win.tabs.count())].index("Plan"))
-    from arspine.navigation.plan import propose_screws
-
-    vc = win.case
-    plan = propose_screws(vc.ct, vc.labels, levels=["L3"], surfaces=vc.surfaces)
-    plan_panel.set_plan(plan)
-    assert plan_panel.table.rowCount() == 2
+    qtbot.mouseClick(plan_panel.propose_button, Qt.LeftButton)  # planning on a worker thread
+    qtbot.waitUntil(lambda: plan_panel.plan is not None, timeout=120000)
+    plan = plan_panel.plan
+    assert {"L3_left", "L3_right"} <= set(plan.keys())
+    assert plan_panel.table.rowCount() == len(plan) >= 6
     key = "L3_left"
     before = plan_panel.reports[key]
+    assert not before.breach, before.warnings  # the proposed screw stays in the bone
     # drag the target 25 mm towards the patient's left: the screw leaves the vertebra
     t = plan[key]
     plan_panel.select(key)
@@ -177,6 +182,9 @@ def test_plan_panel_proposes_screws_and_flags_a_dragged_breach(win, qtbot):
     assert "BREACH" in [plan_panel.table.item(r, 5).text()
                         for r in range(plan_panel.table.rowCount())]
     assert key in plan_panel.warnings.text()
+    # the drag handle sits on the moved screw
+    rep = plan_panel._widget.GetRepresentation()
+    assert np.allclose(rep.GetPoint1WorldPosition(), t.entry_ct_mm)
 
 
 def _panel(win, title):

@@ -58,6 +58,9 @@ class PlanPanel(QWidget):
         lay.addWidget(self.table, 1)
         lay.addWidget(QLabel("Drag the screw's end handles in the 3D view to move the entry "
                              "(first) or target (second)."))
+        self.skipped_label = QLabel("")
+        self.skipped_label.setWordWrap(True)
+        lay.addWidget(self.skipped_label)
         self.warnings = QLabel("")
         self.warnings.setWordWrap(True)
         self.warnings.setStyleSheet("color: #e33; font-weight: bold;")
@@ -119,6 +122,9 @@ class PlanPanel(QWidget):
             self._actors[traj.key] = (actor, src)
             self._check(traj.key)
         self._refresh_table()
+        skipped = getattr(plan, "skipped", None) or {}
+        self.skipped_label.setText("\n".join(f"{lv} not planned: {why}"
+                                              for lv, why in skipped.items()))
         self.win.status(f"plan: {len(plan)} screws")
         self.win.render()
 
