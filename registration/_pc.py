@@ -1,10 +1,10 @@
-"""Small point-cloud kernels shared by the registration modules (numpy / scipy / open3d)."""
+"""Small point-cloud kernels shared by the registration modules (numpy / scipy)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["voxel_downsample", "estimate_normals", "fpfh", "orthobasis", "unit"]
+__all__ = ["voxel_downsample", "estimate_normals", "orthobasis", "unit"]
 
 
 def unit(v: np.ndarray) -> np.ndarray:
@@ -42,29 +42,23 @@ def voxel_downsample(points: np.ndarray, voxel_mm: float, normals: np.ndarray | 
     return out, nrm, lab, first
 
 
-def estimate_normals(points: np.ndarray, radius_mm: float, max_nn: int = 20,
+def estimate_normals(points: np.ndarray, radius_mm: float, max_nn: int = 16,
                      toward: np.ndarray | None = None) -> np.ndarray:
-    """PCA normals (open3d); oriented toward the point ``toward`` when given (the sensor)."""
-    import open3d as o3d
+    """PCA normals from the ``max_nn`` nearest neighbours within ``radius_mm`` (scipy).
 
-    pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
-    pc.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=radius_mm, max_nn=max_nn))
-    n = np.asarray(pc.normals).copy()
+    Oriented toward the point ``toward`` when given (the sensor).
+    """
+    from scipy.spatial import cKDTree
+
+    k = int(min(max_nn, len(points)))
+    d, idx = cKDTree(points).query(points, k=k, distance_upper_bound=radius_mm, workers=2)
+    idx = np.where(np.isfinite(d), idx, np.arange(len(points))[:, None])
+    nb = points[idx]
+    nb = nb - nb.mean(axis=1, keepdims=True)
+    cov = np.einsum("nki,nkj->nij", nb, nb)
+    _, vec = np.linalg.eigh(cov)
+    n = vec[:, :, 0]
     if toward is not None:
         flip = np.einsum("ij,ij->i", n, np.asarray(toward)[None, :] - points) < 0
         n[flip] *= -1
     return n
-
-
-def fpfh(points: np.ndarray, normals: np.ndarray, radius_mm: float,
-         max_nn: int = 60) -> np.ndarray:
-    """FPFH descriptors (open3d), ``(N, 33)`` float32, rows L2-normalised."""
-    import open3d as o3d
-
-    pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
-    pc.normals = o3d.utility.Vector3dVector(normals)
-    f = o3d.pipelines.registration.compute_fpfh_feature(
-        pc, o3d.geometry.KDTreeSearchParamHybrid(radius=radius_mm, max_nn=max_nn))
-    d = np.asarray(f.data).T.astype(np.float32)
-    n = np.linalg.norm(d, axis=1, keepdims=True)
-    return d / np.where(n > 0, n, 1.0)
