@@ -266,3 +266,37 @@ def test_tool_follows_the_plan_with_guidance_readouts(win, rehearse):
     assert g.angle_deg < 0.01 and g.lateral_offset_mm < 1e-6
     assert "depth" in rehearse.readouts.text()
     assert rehearse._tool_actor is not None
+
+
+def test_register_panel_simulates_registers_and_shows_the_verdict(win, qtbot):
+    reg = _panel(win, "Register")
+    assert type(reg).__name__ == "RegisterPanel", reg.text()
+    win.tabs.setCurrentWidget(reg)
+    reg.sensor.setCurrentText("test-320")  # a small sensor keeps the test quick
+    reg.seed.setValue(4)
+    qtbot.mouseClick(reg.sim_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: not reg.busy, timeout=120000)
+    vc = win.case
+    assert vc.scan is not None and len(vc.scan.points) > 1000
+    assert len(vc.truth) >= 3  # every level of the anatomy has its true pose
+    # re-register by the foot pedal's long press (hands-free), on a worker thread
+    win.pedal.press("middle", win.now_s() + 200)
+    win.pedal.release("middle", win.now_s() + 201.5)
+    assert reg.busy and win.progress.isVisible()
+    qtbot.waitUntil(lambda: not reg.busy, timeout=180000)
+    res = reg.result
+    assert res is not None, win.error_text
+    verdict = reg.verdict.text()
+    assert ("ACCEPTED" in verdict) == (res.status == "ok")
+    assert ("REJECTED" in verdict) == (res.status != "ok")
+    assert reg.table.rowCount() == len(res.vertebrae)
+    # TRE is shown for every registered level the truth knows
+    assert set(reg.tre_mm) == {lv for lv in res.vertebrae if lv in vc.truth
+                               and vc.truth[lv].get("targets_ct_mm") is not None}
+    if res.status == "ok":  # the scan is drawn over the anatomy where the registration puts it
+        assert reg._scan_actor is not None
+        ok = [reg.tre_mm[lv] for lv, v in res.vertebrae.items() if v.status == "ok"
+              and lv in reg.tre_mm]
+        assert ok and max(ok) < 2.0, reg.tre_mm
+    else:  # a rejected pose is never drawn
+        assert reg._scan_actor is None

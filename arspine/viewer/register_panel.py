@@ -11,6 +11,7 @@ import time
 import numpy as np
 from PyQt5.QtGui import QColor
 from PyQt5.QtWidgets import (
+    QComboBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -38,7 +39,7 @@ def _register_fn():
     return register
 
 
-def simulate_for_case(vc, seed: int = 0, progress=None):
+def simulate_for_case(vc, seed: int = 0, sensor: str = "structured-light", progress=None):
     """A simulated intraoperative scan of the case's anatomy (``SimulatedScan``)."""
     from arspine.datasets.simulate import simulate_scan
 
@@ -52,7 +53,7 @@ def simulate_for_case(vc, seed: int = 0, progress=None):
             anatomy = anatomy_from_ct(vc.ct, vc.labels)
         except Exception:  # noqa: BLE001 - fall back to the bare surfaces (synthetic back)
             anatomy = vc.surfaces
-    sim = simulate_scan(anatomy, seed=seed)
+    sim = simulate_scan(anatomy, sensor=sensor, seed=seed)
     if progress:
         progress(1.0, f"scan: {len(sim.cloud)} points")
     return sim
@@ -96,6 +97,14 @@ class RegisterPanel(QWidget):
         self.seed = QSpinBox()
         self.seed.setRange(0, 10_000)
         row.addWidget(self.seed)
+        lay.addLayout(row)
+        from arspine.datasets.sensors import SENSORS
+
+        row = QHBoxLayout()
+        row.addWidget(QLabel("sensor"))
+        self.sensor = QComboBox()
+        self.sensor.addItems(list(SENSORS))
+        row.addWidget(self.sensor, 1)
         lay.addLayout(row)
         self.reg_button = QPushButton("Register  (R, pedal hold, \"register again\")")
         self.reg_button.clicked.connect(self.run_registration)
@@ -144,7 +153,7 @@ class RegisterPanel(QWidget):
     def simulate(self) -> None:
         if self._start("simulating a scan ..."):
             run_in_thread(self, simulate_for_case, self.win.case, int(self.seed.value()),
-                          on_done=self._on_simulated, on_failed=self._on_failed,
+                          self.sensor.currentText(), on_done=self._on_simulated, on_failed=self._on_failed,
                           on_progress=self.win._on_progress)
 
     def _on_simulated(self, sim) -> None:
