@@ -153,8 +153,8 @@ class RegisterPanel(QWidget):
     def simulate(self) -> None:
         if self._start("simulating a scan ..."):
             run_in_thread(self, simulate_for_case, self.win.case, int(self.seed.value()),
-                          self.sensor.currentText(), on_done=self._on_simulated, on_failed=self._on_failed,
-                          on_progress=self.win._on_progress)
+                          self.sensor.currentText(), on_done=self._on_simulated,
+                          on_failed=self._on_failed, on_progress=self.win._on_progress)
 
     def _on_simulated(self, sim) -> None:
         self._finish()
