@@ -23,7 +23,6 @@ from arspine.navigation.geometry import PointCloud
 
 __all__ = ["read_text_points", "write_text_points", "read_npy_points", "write_npy_points"]
 
-_SPLIT = re.compile(r"[,;\s]+")
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^[-+]?(nan|inf)$", re.IGNORECASE)
 
 
@@ -52,24 +51,35 @@ def read_text_points(path, *, frame: str = "sensor", drop_invalid: bool = False,
                      allow_empty: bool = False) -> PointCloud:
     """Read an XYZ/CSV/TXT point table as a :class:`PointCloud` (mm, ``frame``)."""
     data = read_bytes(path, "point file").decode("latin-1")
+    lines = data.replace(",", " ").replace(";", " ").splitlines()
     header: list[str] | None = None
-    rows: list[list[str]] = []
-    for lineno, line in enumerate(data.splitlines(), start=1):
+    start = len(lines)
+    for i, line in enumerate(lines):  # header/comment lines before the first number row
         s = line.strip()
         if not s or s.startswith("//"):
             continue
+        tok = s.lstrip("#").split()
         if s.startswith("#"):
-            tok = [t for t in _SPLIT.split(s.lstrip("#").strip()) if t]
-            if not rows and tok and tok[0].lower() == "x" and header is None:
+            if tok and tok[0].lower() == "x" and header is None:
                 header = tok
             continue
-        tok = [t for t in _SPLIT.split(s) if t]
         if not all(_NUMBER.match(t) for t in tok):
-            if not rows and header is None:
+            if header is None:
                 header = tok  # first non-comment line with names
                 continue
-            raise file_error(path, f"line {lineno} is not numeric: {line[:80]!r}")
-        rows.append(tok)
+            raise file_error(path, f"line {i + 1} is not numeric: {line[:80]!r}")
+        start = i
+        break
+    # The body in bulk: one split per line, one numpy conversion for everything.
+    body = [(i, ln) for i, ln in enumerate(lines[start:], start=start + 1)
+            if ln.strip() and not ln.lstrip().startswith(("#", "//"))]
+    rows = [ln.split() for _, ln in body]
+    try:
+        flat = np.array([t for r in rows for t in r], dtype=np.float64)
+    except ValueError:
+        lineno, line = next((i, ln) for (i, ln), r in zip(body, rows)
+                            if not all(_NUMBER.match(t) for t in r))
+        raise file_error(path, f"line {lineno} is not numeric: {line[:80]!r}") from None
     if len(rows) > 1 and len(rows[0]) == 1 and rows[0][0].isdigit() \
             and int(rows[0][0]) == len(rows) - 1 and len(rows[1]) >= 3:
         rows = rows[1:]  # Leica .pts: the first line is the point count
@@ -83,7 +93,8 @@ def read_text_points(path, *, frame: str = "sensor", drop_invalid: bool = False,
         raise file_error(path, f"rows have different numbers of columns ({sorted(ncols)}; "
                                f"data row {first} has {len(rows[first])}, row 0 has "
                                f"{len(rows[0])})")
-    table = np.array(rows, dtype=np.float64)
+    ncol = len(rows[0])
+    table = flat[-len(rows) * ncol:].reshape(len(rows), ncol)
     suffix = str(path).lower().rsplit(".", 1)[-1]
     if header is not None:
         names = [h.lower() for h in header]
