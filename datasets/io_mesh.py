@@ -7,6 +7,7 @@ vertices so connected components and vertex normals work. OBJ polygons are fan-t
 from __future__ import annotations
 
 import io
+import os
 import struct
 
 import numpy as np
@@ -19,7 +20,7 @@ __all__ = ["read_stl", "write_stl", "read_obj", "write_obj"]
 _STL_DTYPE = np.dtype([("n", "<f4", (3,)), ("v", "<f4", (3, 3)), ("attr", "<u2")])
 
 
-def _weld(path, corners: np.ndarray, frame: str) -> Mesh:
+def _weld(path: str | os.PathLike, corners: np.ndarray, frame: str) -> Mesh:
     corners = corners.astype(np.float64)
     check_finite(path, corners, "triangle corners")
     if len(corners) == 0:
@@ -28,7 +29,7 @@ def _weld(path, corners: np.ndarray, frame: str) -> Mesh:
     return Mesh(verts, inverse.reshape(-1, 3), frame=frame)
 
 
-def read_stl(path, *, frame: str = "ct") -> Mesh:
+def read_stl(path: str | os.PathLike, *, frame: str = "ct") -> Mesh:
     """Read a binary or ascii STL as a welded :class:`Mesh` (mm, ``frame``)."""
     data = read_bytes(path, "STL file")
     if len(data) >= 84:
@@ -57,7 +58,7 @@ def read_stl(path, *, frame: str = "ct") -> Mesh:
     return _weld(path, corners, frame)
 
 
-def write_stl(path, mesh: Mesh, binary: bool = True) -> None:
+def write_stl(path: str | os.PathLike, mesh: Mesh, binary: bool = True) -> None:
     """Write a mesh as STL (float32 coordinates; binary by default)."""
     tri = mesh.vertices[mesh.faces]
     normals = mesh.face_normals()
@@ -86,7 +87,7 @@ def write_stl(path, mesh: Mesh, binary: bool = True) -> None:
     atomic_write(path, write)
 
 
-def _obj_index(path, tok: str, n: int, lineno: int) -> int:
+def _obj_index(path: str | os.PathLike, tok: str, n: int, lineno: int) -> int:
     try:
         i = int(tok)
     except ValueError as exc:
@@ -97,7 +98,7 @@ def _obj_index(path, tok: str, n: int, lineno: int) -> int:
     return i
 
 
-def _read_obj_fast(path, lines: list[str], frame: str) -> Mesh | None:
+def _read_obj_fast(path: str | os.PathLike, lines: list[str], frame: str) -> Mesh | None:
     """Vectorised path for the common case: triangles, positive indices, one normal per
     vertex. Returns None to fall back to the general parser."""
     v = [ln[2:] for ln in lines if ln.startswith("v ")]
@@ -137,7 +138,7 @@ def _read_obj_fast(path, lines: list[str], frame: str) -> Mesh | None:
     return Mesh(verts, vi, normals=normals, frame=frame)
 
 
-def read_obj(path, *, frame: str = "ct") -> Mesh:
+def read_obj(path: str | os.PathLike, *, frame: str = "ct") -> Mesh:
     """Read a Wavefront OBJ (``v``, ``vn``, ``f``; polygons fan-triangulated) as a
     :class:`Mesh` (mm, ``frame``). Normals are kept when each vertex has one normal."""
     text = read_bytes(path, "OBJ file").decode("latin-1")
@@ -195,7 +196,7 @@ def read_obj(path, *, frame: str = "ct") -> Mesh:
     return Mesh(v, f, normals=normals, frame=frame)
 
 
-def write_obj(path, mesh: Mesh) -> None:
+def write_obj(path: str | os.PathLike, mesh: Mesh) -> None:
     """Write a mesh as OBJ (full float64 precision; ``vn`` and ``f i//i`` when it has
     vertex normals)."""
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 
 import numpy as np
@@ -112,7 +113,7 @@ def lzf_compress_literal(data: bytes) -> bytes:
     return out.tobytes()
 
 
-def _parse_header(path, data: bytes) -> tuple[dict[str, list[str]], int]:
+def _parse_header(path: str | os.PathLike, data: bytes) -> tuple[dict[str, list[str]], int]:
     header: dict[str, list[str]] = {}
     pos = 0
     while True:
@@ -131,7 +132,7 @@ def _parse_header(path, data: bytes) -> tuple[dict[str, list[str]], int]:
             raise file_error(path, "not a PCD file (no DATA line in the header)")
 
 
-def _int(path, header, key, default=None) -> int:
+def _int(path: str | os.PathLike, header, key, default=None) -> int:
     vals = header.get(key)
     if vals is None:
         if default is None:
@@ -152,7 +153,7 @@ def _unpack_rgb(values: np.ndarray) -> np.ndarray:
     return np.stack([(u >> 16) & 255, (u >> 8) & 255, u & 255], axis=1).astype(np.float64) / 255
 
 
-def read_pcd_points(path, *, frame: str = "sensor", drop_invalid: bool = False,
+def read_pcd_points(path: str | os.PathLike, *, frame: str = "sensor", drop_invalid: bool = False,
                     allow_empty: bool = False) -> PointCloud:
     """Read a PCD file as a :class:`PointCloud` (mm, ``frame``); see the module docstring."""
     data = read_bytes(path, "PCD file")
@@ -254,7 +255,7 @@ def read_pcd_points(path, *, frame: str = "sensor", drop_invalid: bool = False,
                           drop_invalid=drop_invalid, allow_empty=allow_empty)
 
 
-def write_pcd_points(path, cloud: PointCloud, binary: bool = True,
+def write_pcd_points(path: str | os.PathLike, cloud: PointCloud, binary: bool = True,
                      compressed: bool = False) -> None:
     """Write a PCD v0.7 file readable by PCL and Open3D: ``x y z`` and ``normal_x..`` as
     float32 (F 4, as PCL's point types: ~1e-5 mm at 100 mm; use PLY or NPY for exact float64),

@@ -53,7 +53,7 @@ class PlyElement:
         return any(isinstance(c, tuple) for _, c in self.props)
 
 
-def _parse_header(path, data: bytes) -> tuple[str, list[PlyElement], int]:
+def _parse_header(path: str | os.PathLike, data: bytes) -> tuple[str, list[PlyElement], int]:
     if not data.startswith(b"ply"):
         raise file_error(path, "not a PLY file (does not start with 'ply')")
     end = data.find(b"end_header")
@@ -97,7 +97,7 @@ def _parse_header(path, data: bytes) -> tuple[str, list[PlyElement], int]:
     return fmt, elements, nl + 1
 
 
-def _read_binary(path, data: bytes, offset: int, el: PlyElement, endian: str
+def _read_binary(path: str | os.PathLike, data: bytes, offset: int, el: PlyElement, endian: str
                  ) -> tuple[dict[str, np.ndarray | list], int]:
     def dt(code):
         return np.dtype(endian + code)
@@ -156,7 +156,7 @@ def _read_binary(path, data: bytes, offset: int, el: PlyElement, endian: str
             for (n, c), v in zip(el.props, out.values())}, pos
 
 
-def _read_ascii(path, lines: list[bytes], start: int, el: PlyElement
+def _read_ascii(path: str | os.PathLike, lines: list[bytes], start: int, el: PlyElement
                 ) -> tuple[dict[str, np.ndarray | list], int]:
     rows = lines[start:start + el.count]
     if len(rows) < el.count:
@@ -230,7 +230,7 @@ def parse_ply(path: os.PathLike | str, only: set[str] | None = None
     return out if only is None else {k: v for k, v in out.items() if k in only}
 
 
-def read_ply_points(path, *, frame: str = "sensor", drop_invalid: bool = False,
+def read_ply_points(path: str | os.PathLike, *, frame: str = "sensor", drop_invalid: bool = False,
                     allow_empty: bool = False) -> PointCloud:
     """The ``vertex`` element of a PLY file as a :class:`PointCloud` (mm, ``frame``)."""
     elements = parse_ply(path, only={"vertex"})
@@ -240,7 +240,7 @@ def read_ply_points(path, *, frame: str = "sensor", drop_invalid: bool = False,
                           allow_empty=allow_empty)
 
 
-def _triangulate(path, faces) -> np.ndarray:
+def _triangulate(path: str | os.PathLike, faces) -> np.ndarray:
     if isinstance(faces, np.ndarray):
         if faces.ndim != 2 or faces.shape[1] < 3:
             if faces.size == 0:
@@ -260,7 +260,7 @@ def _triangulate(path, faces) -> np.ndarray:
     return np.concatenate(tris) if tris else np.zeros((0, 3), dtype=np.int64)
 
 
-def read_ply_mesh(path, *, frame: str = "ct") -> Mesh:
+def read_ply_mesh(path: str | os.PathLike, *, frame: str = "ct") -> Mesh:
     """A PLY file with ``vertex`` and ``face`` elements as a :class:`Mesh` (mm)."""
     elements = parse_ply(path, only={"vertex", "face"})
     cloud = assemble_cloud(path, elements.get("vertex", {}), frame=frame)
@@ -293,7 +293,7 @@ def _vertex_table(cols: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray, st
     return table
 
 
-def _write(path, elements: list[tuple[str, list[tuple[str, np.ndarray, str]]]],
+def _write(path: str | os.PathLike, elements: list[tuple[str, list[tuple[str, np.ndarray, str]]]],
            faces: np.ndarray | None, binary: bool, comment: str) -> None:
     fmt = "binary_little_endian" if binary else "ascii"
     head = ["ply", f"format {fmt} 1.0", f"comment {comment}"]
@@ -332,13 +332,13 @@ def _write(path, elements: list[tuple[str, list[tuple[str, np.ndarray, str]]]],
     atomic_write(path, write)
 
 
-def write_ply_points(path, cloud: PointCloud, binary: bool = True) -> None:
+def write_ply_points(path: str | os.PathLike, cloud: PointCloud, binary: bool = True) -> None:
     """Write a point cloud as a vertex-only PLY (double xyz/normals, uchar colours)."""
     _write(path, [("vertex", _vertex_table(cloud_columns(cloud)))], None, binary,
            f"arspine point cloud, mm, frame {cloud.frame}")
 
 
-def write_ply_mesh(path, mesh: Mesh, binary: bool = True) -> None:
+def write_ply_mesh(path: str | os.PathLike, mesh: Mesh, binary: bool = True) -> None:
     """Write a triangle mesh as PLY (double vertices, int32 triangle indices)."""
     cols = {"x": mesh.vertices[:, 0], "y": mesh.vertices[:, 1], "z": mesh.vertices[:, 2]}
     if mesh.normals is not None:

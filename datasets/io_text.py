@@ -8,6 +8,7 @@ normals (unit rows) or colours (0..1 or 0..255), further columns become extras `
 from __future__ import annotations
 
 import io
+import os
 import re
 
 import numpy as np
@@ -26,7 +27,7 @@ __all__ = ["read_text_points", "write_text_points", "read_npy_points", "write_np
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^[-+]?(nan|inf)$", re.IGNORECASE)
 
 
-def _guess_names(path, table: np.ndarray, suffix: str) -> list[str]:
+def _guess_names(path: str | os.PathLike, table: np.ndarray, suffix: str) -> list[str]:
     ncol = table.shape[1]
     if ncol < 3:
         raise file_error(path, f"needs at least 3 columns (x y z), found {ncol}")
@@ -47,7 +48,7 @@ def _guess_names(path, table: np.ndarray, suffix: str) -> list[str]:
     return names
 
 
-def read_text_points(path, *, frame: str = "sensor", drop_invalid: bool = False,
+def read_text_points(path: str | os.PathLike, *, frame: str = "sensor", drop_invalid: bool = False,
                      allow_empty: bool = False) -> PointCloud:
     """Read an XYZ/CSV/TXT point table as a :class:`PointCloud` (mm, ``frame``)."""
     data = read_bytes(path, "point file").decode("latin-1")
@@ -108,7 +109,7 @@ def read_text_points(path, *, frame: str = "sensor", drop_invalid: bool = False,
                           allow_empty=allow_empty)
 
 
-def write_text_points(path, cloud: PointCloud) -> None:
+def write_text_points(path: str | os.PathLike, cloud: PointCloud) -> None:
     """Write a point table: ``.csv`` with a comma header line, otherwise (``.xyz``, ``.txt``)
     space separated under a ``# x y z ...`` comment line. Values at full float64 precision,
     colours as floats in 0..1 (as Open3D's ``.xyzrgb``)."""
@@ -130,7 +131,7 @@ def write_text_points(path, cloud: PointCloud) -> None:
     atomic_write(path, write)
 
 
-def read_npy_points(path, *, frame: str = "sensor", drop_invalid: bool = False,
+def read_npy_points(path: str | os.PathLike, *, frame: str = "sensor", drop_invalid: bool = False,
                     allow_empty: bool = False) -> PointCloud:
     """Read ``.npy``: an ``(N, 3+)`` numeric array or a structured array with named fields
     ``x y z [nx ny nz] [red green blue] [label] ...`` (no pickles)."""
@@ -156,7 +157,7 @@ def read_npy_points(path, *, frame: str = "sensor", drop_invalid: bool = False,
                           allow_empty=allow_empty)
 
 
-def write_npy_points(path, cloud: PointCloud) -> None:
+def write_npy_points(path: str | os.PathLike, cloud: PointCloud) -> None:
     """Write ``.npy``: a plain ``(N, 3)`` float64 array when the cloud has only points,
     otherwise a structured array with named fields (colours float in 0..1)."""
     cols = cloud_columns(cloud)
