@@ -165,6 +165,9 @@ class IgtlServer:
         self._stop = threading.Event()
         self._connected = threading.Event()
         self.n_clients = 0
+        #: ``f(T, timestamp_s)`` called by :meth:`poll` for each received transform instead
+        #: of adding it to :attr:`graph` (see :meth:`attach`)
+        self.on_receive = None
         try:
             self._tcp = _TCPServer((host, port), _Handler, bind_and_activate=True)
         except OSError as exc:
@@ -241,8 +244,10 @@ class IgtlServer:
 
     def attach(self, session) -> IgtlServer:
         """Serve a :class:`~arspine.navigation.session.NavigationSession`: its surfaces,
-        plan and frame graph (shared: received poses land in the session's graph)."""
+        plan and frame graph (shared: received poses go through
+        ``session.update_pose``, into its graph and, for known tools, its pose streams)."""
         self.graph = session.graph
+        self.on_receive = lambda T, ts: session.update_pose(T, ts)  # also records tool streams
         self.set_surfaces(session.surfaces)
         self.set_plan(session.plan)
         return self
@@ -314,7 +319,10 @@ class IgtlServer:
             items, self._received = self._received, []
         out = []
         for T, ts in items:
-            self.graph.add(T, ts)
+            if self.on_receive is not None:
+                self.on_receive(T, ts)
+            else:
+                self.graph.add(T, ts)
             out.append(T)
         return out
 

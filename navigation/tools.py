@@ -318,6 +318,10 @@ class ToolPoseStream:
         for t, m in zip(self._t, self._m):
             yield t, RigidTransform(m, self.reference, self.tool)
 
+    def poses(self) -> list[RigidTransform]:
+        """The recorded poses in order (e.g. for :func:`pivot_calibration`)."""
+        return [T for _, T in self]
+
     @property
     def timestamps_s(self) -> np.ndarray:
         return np.array(self._t)

@@ -124,6 +124,20 @@ def test_session_streams_to_pyigtl_client(planned_session, monkeypatch):
         assert plan_msg is not None and len(plan_msg.names) == 2 * len(s.plan)
         tool = client.wait_for_message("PointerToCT", timeout=5)
         assert tool is not None
+        # a pose sent by the client lands in the session's graph and the pointer's stream
+        n = len(s.streams["pointer"])
+        original = (s.graph.get("tracker", "pointer"), s.graph.timestamp("tracker", "pointer"))
+        T_new = RigidTransform.from_euler("xyz", [5, 0, 0], [1, 2, 3], "tracker", "pointer")
+        client.send_message(pyigtl.TransformMessage(F @ T_new.as_matrix() @ F,
+                                                    timestamp=time.time() + 10,
+                                                    device_name="PointerToTracker"), wait=True)
+        t0 = time.monotonic()
+        while len(s.streams["pointer"]) == n and time.monotonic() - t0 < 5:
+            srv.poll()
+            time.sleep(0.01)
+        assert len(s.streams["pointer"]) == n + 1
+        assert s.graph.get("tracker", "pointer").isclose(T_new, 1e-3, 1e-3)
+        s.graph.add(*original)  # the shared fixture keeps its planned pointer pose
     finally:
         client.stop()
         srv.stop()

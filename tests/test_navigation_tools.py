@@ -117,3 +117,13 @@ def test_pose_stream_interpolation_jitter_and_roundtrip():
         still.add(RigidTransform.from_rt(np.eye(3), rng.normal(0, 0.1, 3), "tracker",
                                          "pointer"), i / 60)
     assert 0.14 < still.jitter_mm() < 0.2
+
+
+def test_pivot_from_a_recorded_stream():
+    tip = np.array([0.5, 0.0, 148.0])
+    poses = _pivot_poses(tip, np.array([5.0, 5.0, 800.0]), _cone_rotvecs(60, 20, 3), 0.1, 4)
+    stream = ToolPoseStream("tool", "tracker")
+    for i, T in enumerate(poses):
+        stream.add(T, i / 30)
+    res = pivot_calibration(stream.poses())
+    assert np.linalg.norm(res.tip_offset_mm - tip) < 0.5 and res.rms_mm < 0.3
