@@ -148,6 +148,10 @@ class ScrewTrajectory:
     def edited(self, **changes) -> ScrewTrajectory:
         """A copy with some fields changed (``entry_ct_mm``, ``target_ct_mm``,
         ``diameter_mm``, ``length_mm``); moving the target keeps the length unless given."""
+        allowed = {"entry_ct_mm", "target_ct_mm", "diameter_mm", "length_mm", "notes"}
+        unknown = sorted(set(changes) - allowed)
+        if unknown:
+            raise InputError(f"edited() accepts {sorted(allowed)}, got {unknown}")
         return replace(self, **changes)
 
     # ------------------------------------------------------------------ I/O

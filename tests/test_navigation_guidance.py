@@ -64,6 +64,8 @@ def test_trajectory_angles_and_validation():
         ScrewTrajectory("L3", "left", [0, 0, 0], [0, 0, 0])
     plan = SurgicalPlan([t, r])
     assert SurgicalPlan.from_dict(plan.to_dict()) == plan
+    with pytest.raises(InputError, match="edited"):
+        t.edited(colour="red")
     moved = t.edited(diameter_mm=5.5)
     assert moved.diameter_mm == 5.5 and t.diameter_mm == 6.5
 

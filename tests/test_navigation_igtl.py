@@ -118,3 +118,27 @@ def test_serve_bounded_and_reconnect(client_server):
         finally:
             client.stop()
         assert _wait(lambda: not srv.connected)
+
+
+def test_port_in_use_and_bad_arguments_are_input_errors():
+    import socket
+
+    from arspine.errors import InputError
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        with pytest.raises(InputError, match="cannot listen"):
+            IgtlServer("127.0.0.1", busy.getsockname()[1])
+    with pytest.raises(InputError, match="coordinate_system"):
+        IgtlServer("127.0.0.1", 0, coordinate_system="XYZ")
+    with pytest.raises(InputError, match="port"):
+        IgtlServer("127.0.0.1", 70000)
+    srv = IgtlServer("127.0.0.1", 0)
+    try:
+        with pytest.raises(InputError, match="names must have 2"):
+            srv.set_points("Plan", np.zeros((2, 3)), ["a"])
+        with pytest.raises(InputError, match="longer than 20"):
+            device_name("ct", "a_very_long_frame_name_indeed")
+    finally:
+        srv.stop()
