@@ -300,3 +300,36 @@ def test_register_panel_simulates_registers_and_shows_the_verdict(win, qtbot):
         assert ok and max(ok) < 2.0, reg.tre_mm
     else:  # a rejected pose is never drawn
         assert reg._scan_actor is None
+
+
+def test_recorded_tool_path_replays_with_guidance(win, rehearse, tmp_path):
+    import json
+
+    from arspine.navigation.frames import RigidTransform
+    from arspine.navigation.plan import ScrewTrajectory, SurgicalPlan
+    from arspine.navigation.tools import ToolPoseStream
+    from arspine.viewer.rehearse_panel import tool_path
+
+    c = win.case.surfaces["L3"].vertices.mean(axis=0)
+    traj = ScrewTrajectory("L3", "right", c + [-15.0, 25.0, 0.0], c + [-5.0, -10.0, 0.0],
+                           length_mm=40.0)
+    _panel(win, "Plan").set_plan(SurgicalPlan([traj]))
+    st = ToolPoseStream("drill", reference="ct")
+    for t in np.arange(0.0, 6.01, 0.5):
+        st.add(RigidTransform(tool_path(traj, t).as_matrix(), "ct", "drill"), 100.0 + t)
+    p = tmp_path / "drill.json"
+    p.write_text(json.dumps(st.to_dict()))
+    rehearse.load_tool_path(p)
+    assert rehearse.tool_stream is not None and len(rehearse.tool_stream) == 13
+    rehearse.toggle_tool()
+    rehearse.stop()
+    out = rehearse.step(3.0)
+    # the recorded path is the scripted one sampled every 0.5 s: same depth at t = 3 s
+    expected = tool_path(traj, 3.0).translation_mm - traj.entry_ct_mm
+    assert out["depth_mm"] == pytest.approx(float(expected @ traj.direction), abs=1e-6)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"tool": "drill", "reference": "tracker", "samples": []}')
+    rehearse.load_tool_path(bad)
+    assert "'ct' or 'sensor'" in win.error_text
+    rehearse.tool_stream = None
+    win.hide_error()

@@ -166,6 +166,7 @@ class RehearsePanel(QWidget):
         self.trajectory = None
         self.t_s = 0.0
         self.tool_t_s: float | None = None
+        self.tool_stream = None  # a recorded ToolPoseStream (reference "ct" or "sensor")
         self.guidance = None
         self.overlay_error_mm = 0.0
         self.frames_rendered = 0
@@ -213,6 +214,9 @@ class RehearsePanel(QWidget):
         self.tool_button.clicked.connect(self.toggle_tool)
         row.addWidget(self.tool_button)
         lay.addLayout(row)
+        self.load_tool_button = QPushButton("Load recorded tool path...")
+        self.load_tool_button.clicked.connect(self._load_tool_dialog)
+        lay.addWidget(self.load_tool_button)
         self.readouts = QLabel("")
         self.readouts.setWordWrap(True)
         self.readouts.setStyleSheet("font-family: monospace;")
@@ -406,8 +410,19 @@ class RehearsePanel(QWidget):
         traj = self._tool_trajectory()
         if traj is None:
             return None, None
-        T_ct_from_tool = tool_path(traj, self.tool_t_s)
-        tool = ToolDefinition("pointer", diameter_mm=3.0)
+        if self.tool_stream is not None:
+            st = self.tool_stream
+            T_ref = st.at(float(st.timestamps_s[0]) + self.tool_t_s)
+            if st.reference == "sensor":
+                T_world_from_ct = poses[traj.vertebra] if traj.vertebra in poses else \
+                    next(iter(poses.values()))
+                T_ct_from_sensor = T_world_from_ct.inv() @ self.T_world_from_sensor
+                T_ref = T_ct_from_sensor @ T_ref
+            T_ct_from_tool = T_ref
+            tool = ToolDefinition(st.tool, diameter_mm=3.0)
+        else:
+            T_ct_from_tool = tool_path(traj, self.tool_t_s)
+            tool = ToolDefinition("pointer", diameter_mm=3.0)
         self.guidance = Guide(tool, traj, vc.surfaces.get(traj.vertebra)).update(
             T_ct_from_tool, self.tool_t_s)
         # 3D view: the tool shaft in ct
@@ -429,6 +444,39 @@ class RehearsePanel(QWidget):
         text = f"{traj.key}  dist {g.tip_to_entry_mm:.1f} mm  angle {g.angle_deg:.1f} deg  " \
                f"depth {g.depth_mm:.1f} mm"
         return T_world_from_tool, text
+
+    def load_tool_path(self, path) -> None:
+        """Replay a recorded tool path (``ToolPoseStream`` JSON, poses ``T_ct_from_<tool>``
+        or ``T_sensor_from_<tool>``) instead of the scripted one."""
+        import json
+        from pathlib import Path
+
+        from arspine.navigation.tools import ToolPoseStream
+
+        try:
+            st = ToolPoseStream.from_dict(json.loads(Path(path).read_text()))
+        except FileNotFoundError:
+            self.win.show_error(f"tool path file not found: {path}")
+            return
+        except (ValueError, KeyError, TypeError) as exc:
+            self.win.show_error(f"tool path {path}: {exc}")
+            return
+        if st.reference not in ("ct", "sensor") or len(st) == 0:
+            self.win.show_error(f"tool path {path}: poses must map into 'ct' or 'sensor' "
+                                f"and be non-empty, got {len(st)} poses into "
+                                f"'{st.reference}'")
+            return
+        self.tool_stream = st
+        self.win.status(f"recorded tool path: {len(st)} poses of '{st.tool}' "
+                        f"({st.timestamps_s[-1] - st.timestamps_s[0]:.1f} s)")
+
+    def _load_tool_dialog(self) -> None:
+        from PyQt5.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getOpenFileName(self, "Recorded tool path", "",
+                                              "Tool pose stream (*.json)")
+        if path:
+            self.load_tool_path(path)
 
     def _tool_trajectory(self):
         plan = self._plan()
