@@ -152,6 +152,9 @@ class ScrewTrajectory:
         unknown = sorted(set(changes) - allowed)
         if unknown:
             raise InputError(f"edited() accepts {sorted(allowed)}, got {unknown}")
+        if "notes" not in changes and set(changes) - {"notes"}:
+            # a moved or resized screw invalidates the stored breach report
+            changes["notes"] = {k: v for k, v in self.notes.items() if k != "breach"}
         return replace(self, **changes)
 
     # ------------------------------------------------------------------ I/O
@@ -316,8 +319,19 @@ def _segment_distance(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.nd
     return np.linalg.norm(points - (a + s[:, None] * ab), axis=1)
 
 
+def default_entry_zone_mm(trajectory: ScrewTrajectory) -> float:
+    """Axis length at the entry excluded from the breach check, mm: up to 5 mm before the
+    pedicle isthmus when the trajectory knows it (``notes["isthmus_ct_mm"]``), at least 5."""
+    iso = trajectory.notes.get("isthmus_ct_mm") if isinstance(trajectory.notes, dict) else None
+    if iso is None:
+        return 5.0
+    depth = float((np.asarray(iso, dtype=np.float64) - trajectory.entry_ct_mm)
+                  @ trajectory.direction)
+    return float(min(max(5.0, depth - 5.0), 0.5 * trajectory.length_mm))
+
+
 def check_breach(trajectory: ScrewTrajectory, surface: Mesh | CortexIndex,
-                 inside: object | None = None, *, entry_zone_mm: float = 5.0,
+                 inside: object | None = None, *, entry_zone_mm: float | None = None,
                  min_clearance_mm: float = 0.0) -> BreachReport:
     """Clearance between the planned screw and the cortical surface.
 
@@ -333,8 +347,10 @@ def check_breach(trajectory: ScrewTrajectory, surface: Mesh | CortexIndex,
     inside : callable, optional
         ``inside(points (N, 3) ct mm) -> (N,) bool``: membership in the vertebra (e.g.
         :func:`label_inside` of the label map); axis samples outside it are a breach.
-    entry_zone_mm : float
-        Length of axis at the entry excluded from the check, mm.
+    entry_zone_mm : float, optional
+        Length of axis at the entry excluded from the check, mm; by default
+        :func:`default_entry_zone_mm` (the posterior elements in front of the pedicle are
+        drilled through on purpose).
     min_clearance_mm : float
         Required clearance; less is reported as a breach.
 
@@ -343,6 +359,8 @@ def check_breach(trajectory: ScrewTrajectory, surface: Mesh | CortexIndex,
     BreachReport
     """
     index = surface if isinstance(surface, CortexIndex) else CortexIndex(surface)
+    if entry_zone_mm is None:
+        entry_zone_mm = default_entry_zone_mm(trajectory)
     d = trajectory.direction
     e = trajectory.entry_ct_mm
     s = (index.points - e) @ d
@@ -434,10 +452,7 @@ def propose_screws(ct, labels, levels: Iterable[str] | None = None, *,
             continue
         for traj in trajs:
             if surfaces is not None and level in surfaces:
-                # the posterior elements in front of the pedicle are drilled through on
-                # purpose: the check starts 5 mm before the isthmus
-                iso = np.asarray(traj.notes["isthmus_ct_mm"]) - traj.entry_ct_mm
-                zone = max(5.0, float(iso @ traj.direction) - 5.0)
+                zone = default_entry_zone_mm(traj)
                 rep = check_breach(traj, surfaces[level], inside=label_inside(labels, level),
                                    entry_zone_mm=zone)
                 traj = traj.edited(notes=dict(traj.notes, breach={
@@ -470,7 +485,7 @@ def label_inside(labels, level: str):
     return inside
 
 
-__all__ += ["label_inside", "propose_trajectory", "VertebraAnatomy", "vertebra_anatomy"]
+__all__ += ["default_entry_zone_mm", "label_inside", "propose_trajectory", "VertebraAnatomy", "vertebra_anatomy"]
 
 # Published lumbar pedicle morphometry (Zindrick et al. 1987; Olsewski 1990): transverse
 # (medial) pedicle angle ~11 deg at L1 rising to ~30 deg at L5; chord length to the

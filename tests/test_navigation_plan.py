@@ -106,9 +106,10 @@ def test_breach_detected_for_misdirected_screw(real_ct, real_plan):
     bad = good.edited(entry_ct_mm=iso - 15 * d, target_ct_mm=iso - 15 * d + good.length_mm * d)
     rep = check_breach(bad, surfaces["L3"], inside=label_inside(labels, "L3"))
     assert rep.breach and rep.outside_fraction > 0.1 and rep.warnings
-    ok = check_breach(good, surfaces["L3"], inside=label_inside(labels, "L3"),
-                      entry_zone_mm=good.notes["breach"]["entry_zone_mm"])
-    assert not ok.breach
+    ok = check_breach(good, surfaces["L3"], inside=label_inside(labels, "L3"))
+    assert not ok.breach  # the default entry zone is the one the planner used
+    assert ok.clearance_mm == pytest.approx(good.notes["breach"]["clearance_mm"])
+    assert "breach" not in bad.notes  # editing drops the stale report
 
 
 def test_plan_bad_input(real_ct):
