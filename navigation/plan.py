@@ -28,7 +28,15 @@ __all__ = [
     "CortexIndex",
     "check_breach",
     "propose_screws",
+    "propose_trajectory",
+    "vertebra_anatomy",
+    "VertebraAnatomy",
+    "label_inside",
+    "default_entry_zone_mm",
     "SIDES",
+    "MEDIAL_ANGLE_RANGE_DEG",
+    "SCREW_LENGTHS_MM",
+    "SCREW_DIAMETERS_MM",
 ]
 
 SIDES = ("left", "right")
@@ -485,7 +493,6 @@ def label_inside(labels, level: str):
     return inside
 
 
-__all__ += ["default_entry_zone_mm", "label_inside", "propose_trajectory", "VertebraAnatomy", "vertebra_anatomy"]
 
 # Published lumbar pedicle morphometry (Zindrick et al. 1987; Olsewski 1990): transverse
 # (medial) pedicle angle ~11 deg at L1 rising to ~30 deg at L5; chord length to the
@@ -493,7 +500,6 @@ __all__ += ["default_entry_zone_mm", "label_inside", "propose_trajectory", "Vert
 MEDIAL_ANGLE_RANGE_DEG = (5.0, 35.0)
 SCREW_LENGTHS_MM = (30.0, 35.0, 40.0, 45.0, 50.0, 55.0)
 SCREW_DIAMETERS_MM = (4.5, 5.5, 6.5, 7.5)
-__all__ += ["MEDIAL_ANGLE_RANGE_DEG", "SCREW_LENGTHS_MM", "SCREW_DIAMETERS_MM"]
 
 
 @dataclass(frozen=True, eq=False)
