@@ -48,6 +48,7 @@ DEFAULT_PORT = 18944
 _F = np.diag([-1.0, -1.0, 1.0, 1.0])
 _ACRONYMS = {"ct": "CT", "ijk": "IJK", "hmd": "HMD", "us": "US"}
 _MAX_DEVICE_NAME = 20
+_MAX_BODY_BYTES = 512 * 1024 * 1024  # a larger body is garbage or hostile: disconnect
 
 
 def frame_to_device(frame: str) -> str:
@@ -362,7 +363,12 @@ class IgtlServer:
                     pass
                 hdr = pyigtl.MessageBase.IGTL_HEADER_SIZE
                 while len(buf) >= hdr:
-                    fields = pyigtl.MessageBase.parse_header(buf[:hdr])
+                    try:
+                        fields = pyigtl.MessageBase.parse_header(buf[:hdr])
+                    except (ValueError, struct.error):  # not OpenIGTLink: drop the client
+                        return
+                    if fields["body_size"] > _MAX_BODY_BYTES:
+                        return
                     end = hdr + fields["body_size"]
                     if len(buf) < end:
                         break

@@ -142,3 +142,21 @@ def test_port_in_use_and_bad_arguments_are_input_errors():
             device_name("ct", "a_very_long_frame_name_indeed")
     finally:
         srv.stop()
+
+
+def test_garbage_client_is_dropped_and_server_keeps_serving(client_server):
+    import socket
+
+    srv, make_client = client_server
+    srv.graph.add(T_SENSOR_FROM_CT)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as raw:
+        raw.sendall(b"\xff" * 200)  # not OpenIGTLink
+        assert _wait(lambda: srv.n_clients == 1)
+        assert _wait(lambda: not srv.connected), "garbage client was not dropped"
+    client = make_client()
+    try:
+        assert _wait(lambda: srv.connected)
+        srv.publish()
+        assert client.wait_for_message("SensorToCT", timeout=5) is not None
+    finally:
+        client.stop()
