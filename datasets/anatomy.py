@@ -169,6 +169,21 @@ def _skin_points(ct, threshold_hu: float = -400.0) -> np.ndarray:
     return ct.ijk_to_ct(np.argwhere(edge).astype(np.float64))
 
 
+def _cut_by_field_of_view(labels) -> set[str]:
+    """Levels whose voxels touch the first or last index of any grid axis."""
+    from scipy import ndimage
+
+    arr = np.asarray(labels.array)
+    boxes = ndimage.find_objects(arr)
+    out = set()
+    for lid, name in labels.names.items():
+        if lid - 1 < len(boxes) and boxes[lid - 1] is not None:
+            b = boxes[lid - 1]
+            if any(sl.start == 0 or sl.stop == n for sl, n in zip(b, arr.shape)):
+                out.add(name)
+    return out
+
+
 def anatomy_from_ct(ct, labels, label_scheme: str = "totalsegmentator", levels=None,
                     target_faces: int = 20000, progress: bool = False) -> Anatomy:
     """Anatomy from a CT and its vertebra label map (paths or loaded objects).
@@ -181,7 +196,8 @@ def anatomy_from_ct(ct, labels, label_scheme: str = "totalsegmentator", levels=N
         Label map on the CT grid.
     label_scheme : {"totalsegmentator", "verse"}
     levels : sequence of str, optional
-        Vertebrae to keep (default: all with a usable surface).
+        Vertebrae to keep (default: all that are not cut by the edge of the scan and have a
+        plausible volume).
     target_faces : int
         Faces per vertebra surface.
     """
@@ -199,11 +215,16 @@ def anatomy_from_ct(ct, labels, label_scheme: str = "totalsegmentator", levels=N
             raise InputError(f"labels not found: {labels_path}")
         labels = imaging.load_labels(labels_path, like=ct, scheme=label_scheme)
     present = list(labels.levels)
+    partial = _cut_by_field_of_view(labels)
     if levels is not None:
         levels = sort_levels(levels)
         missing = [lv for lv in levels if lv not in present]
         if missing:
             raise InputError(f"levels {missing} are not in the label map (present: {present})")
+    else:
+        # A vertebra cut by the edge of the scan is not the real bone's shape: leave it out
+        # unless asked for by name (or unless nothing else is left).
+        levels = [lv for lv in present if lv not in partial] or present
     surfaces = imaging.vertebra_surfaces(ct, labels, target_faces=target_faces,
                                          levels=levels)
     # Partial vertebrae at the edge of the scan (e.g. T11 cut by the field of view) would give

@@ -102,7 +102,7 @@ class SceneConfig:
         Half-size of the modelled back around the wound.
     """
 
-    wound_half_width_mm: float = 24.0
+    wound_half_width_mm: float = 25.0
     wound_margin_mm: float = 6.0
     wall_width_mm: float = 6.0
     floor_depth_mm: float = 3.0
@@ -269,7 +269,7 @@ def build_scene(posed: dict[str, Mesh], exposed: list[str], axes: np.ndarray,
     z0, z1 = post[:, 2].min() - config.wound_margin_mm, post[:, 2].max() + config.wound_margin_mm
     half_len = 0.5 * (z1 - z0)
     zc = 0.5 * (z0 + z1)
-    hw = config.wound_half_width_mm
+    hw = config.wound_half_width_mm * rng.uniform(0.9, 1.15)  # how far the surgeon exposed
     ext = config.extent_mm
     # Two height-field grids: a fine one over the wound and its walls, a coarse one (skin,
     # drapes) over the whole back; the coarse skin has a hole where the fine patch lies.

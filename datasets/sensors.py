@@ -49,6 +49,9 @@ class SensorModel:
         background.
     edge_threshold_mm : float
         Neighbour depth jump that counts as an edge.
+    baseline_mm : float
+        Projector (structured light) or second camera (stereo) offset along +x; points it
+        cannot see have no depth (occlusion shadows). 0 for ToF and LiDAR.
     """
 
     name: str
@@ -68,6 +71,7 @@ class SensorModel:
     dropout_fraction: float = 0.02
     flying_pixel_fraction: float = 0.5
     edge_threshold_mm: float = 15.0
+    baseline_mm: float = 0.0
 
     def __post_init__(self):
         if self.kind not in ("pinhole", "lidar"):
@@ -124,7 +128,7 @@ SENSORS: dict[str, SensorModel] = {
         min_range_mm=250.0, max_range_mm=1200.0, working_distance_mm=500.0,
         noise_a_mm=0.2, noise_b=0.0, noise_c_per_mm=3.2e-6,
         grazing_start_deg=60.0, grazing_full_deg=82.0, dropout_fraction=0.02,
-        flying_pixel_fraction=0.3, edge_threshold_mm=15.0),
+        flying_pixel_fraction=0.3, edge_threshold_mm=15.0, baseline_mm=75.0),
     # Time of flight (Azure Kinect NFOV unbinned 640x576, 75x65 deg; spec: random error
     # <= 17 mm std at range, systematic < 11 mm + 0.1 %): a ToF unit at 0.5 m gives ~1.5 mm.
     # ToF is known for many flying pixels (mixed returns) at depth edges.
@@ -141,7 +145,7 @@ SENSORS: dict[str, SensorModel] = {
         min_range_mm=150.0, max_range_mm=1500.0, working_distance_mm=450.0,
         noise_a_mm=0.1, noise_b=0.0, noise_c_per_mm=4.7e-6,
         grazing_start_deg=60.0, grazing_full_deg=80.0, dropout_fraction=0.05,
-        flying_pixel_fraction=0.5, edge_threshold_mm=12.0),
+        flying_pixel_fraction=0.5, edge_threshold_mm=12.0, baseline_mm=63.0),
     # Scanning LiDAR (64 lines x 1024 samples over 70x40 deg): line spacing ~5.5 mm at 0.5 m,
     # roughly constant range noise (~1 mm class for short-range units).
     "lidar-64": SensorModel(
@@ -156,7 +160,7 @@ SENSORS: dict[str, SensorModel] = {
         min_range_mm=200.0, max_range_mm=1500.0, working_distance_mm=500.0,
         noise_a_mm=0.2, noise_b=0.0, noise_c_per_mm=3.2e-6,
         grazing_start_deg=60.0, grazing_full_deg=82.0, dropout_fraction=0.02,
-        flying_pixel_fraction=0.3, edge_threshold_mm=15.0),
+        flying_pixel_fraction=0.3, edge_threshold_mm=15.0, baseline_mm=75.0),
 }
 
 

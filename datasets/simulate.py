@@ -225,6 +225,21 @@ def _cast(parts: list[SceneMesh], sensor: SensorModel, T_sensor_from_patient: Ri
     p_drop = np.minimum(1.0, p_drop * dropout_scale + sensor.dropout_fraction * dropout_scale)
     keep = hit & (rng.random(H * W) >= p_drop)
 
+    # Projector / second-camera shadow: structured light and stereo need the point seen from
+    # a second viewpoint one baseline to the side; where that view is blocked there is no
+    # depth (the one-sided gaps beside spinous processes, retractor blades and tools).
+    if sensor.baseline_mm > 0 and keep.any():
+        idx = np.flatnonzero(keep)
+        P = rays[idx, :3].astype(np.float64) + t[idx, None] * dirs_p[idx]
+        O2 = T_ps.apply(np.array([[sensor.baseline_mm, 0.0, 0.0]]))[0]
+        d2 = P - O2
+        L = np.linalg.norm(d2, axis=1)
+        r2 = np.empty((len(idx), 6), np.float32)
+        r2[:, :3] = O2
+        r2[:, 3:] = d2 / L[:, None]
+        t2 = scene.cast_rays(o3d.core.Tensor(r2))["t_hit"].numpy()
+        keep[idx[t2 < L - 1.0]] = False
+
     # Range noise along the ray, growing with depth.
     sigma = sensor.noise_sigma_mm(depth_z) * noise_scale
     rng_t = np.where(keep, t + rng.normal(0.0, 1.0, H * W) * np.where(keep, sigma, 0.0), np.nan)

@@ -6,7 +6,7 @@ hash of the suite's specification, so a changed suite never reuses stale cases.
 
 Suites
 ------
-quick     3 small cases (real CT, shape model, phantom) with a 320x240 sensor: CI, seconds.
+quick     3 cases (real CT, shape model, coarse phantom), structured light: CI, seconds.
 standard  real CT + phantom + shape model; structured light (~1 mm noise at 0.5 m), 10 %
           outliers, moderate inter-level motion.
 hard      low overlap (one or two exposed levels, narrow wound), 30 % outliers, clutter,
@@ -90,7 +90,7 @@ def _tracking() -> list[dict]:
 def _real() -> list[dict]:
     return [
         _case("totalseg-ct-L2L4", "ct", 800, levels=["L2", "L3", "L4"], outlier_fraction=0.05),
-        _case("totalseg-ct-T12L2", "ct", 801, levels=["T12", "L1", "L2"],
+        _case("totalseg-ct-L1L3", "ct", 801, levels=["L1", "L2", "L3"],
               outlier_fraction=0.05),
         _case("totalseg-ct-L4S1", "ct", 802, levels=["L4", "L5", "S1"], outlier_fraction=0.05),
         _case("ssm-mean-L2L4", "ssm", 803, levels=["L2", "L3", "L4"], outlier_fraction=0.05),
@@ -100,12 +100,10 @@ def _real() -> list[dict]:
 
 def _quick() -> list[dict]:
     return [
-        _case("ct-quick", "ct", 900, sensor="test-320", levels=["L2", "L3", "L4"],
+        _case("ct-quick", "ct", 900, levels=["L2", "L3", "L4"], outlier_fraction=0.05),
+        _case("ssm-quick", "ssm", 901, levels=["L3", "L4"], outlier_fraction=0.05),
+        _case("phantom-quick", "phantom-coarse:0", 902, levels=["L2", "L3", "L4"],
               outlier_fraction=0.05),
-        _case("ssm-quick", "ssm", 901, sensor="test-320", levels=["L3", "L4"],
-              outlier_fraction=0.05),
-        _case("phantom-quick", "phantom-coarse:0", 902, sensor="test-320",
-              levels=["L2", "L3", "L4"], outlier_fraction=0.05),
     ]
 
 

@@ -208,3 +208,14 @@ def test_sequence_breathing_and_timestamps(ssm):
         pts = f.cloud.points[f.cloud.labels == bone_label(lv)]
         d = _surface_distance(ssm.surfaces[lv], f.truth[lv].inv().apply(pts))
         assert np.median(d) < 1.0
+
+
+def test_projector_baseline_casts_shadows(ssm):
+    """Structured light loses points the projector cannot reach; a zero baseline does not."""
+    import dataclasses
+
+    sl = get_sensor("test-320")
+    common = dict(seed=6, noise_scale=0.0, outlier_fraction=0.0, dropout_scale=0.0)
+    with_shadow = simulate_scan(ssm, sl, **common)
+    no_shadow = simulate_scan(ssm, dataclasses.replace(sl, baseline_mm=0.0), **common)
+    assert len(with_shadow.cloud) < len(no_shadow.cloud) - 50
