@@ -21,6 +21,8 @@ __all__ = [
     "triangle_budget",
     "screw_polydata",
     "tool_mesh",
+    "is_closed",
+    "oriented_outward",
 ]
 
 
@@ -53,6 +55,24 @@ def polydata_to_mesh(pd, name: str | None = None, frame: str = "ct") -> Mesh:
     v = vtk_to_numpy(pd.GetPoints().GetData()).astype(np.float64)
     conn = vtk_to_numpy(pd.GetPolys().GetConnectivityArray()).astype(np.int64)
     return Mesh(v, conn.reshape(-1, 3), name=name, frame=frame)
+
+
+def is_closed(mesh: Mesh) -> bool:
+    """True when every edge is shared by exactly two triangles (a watertight surface)."""
+    if mesh.n_faces == 0:
+        return False
+    f = mesh.faces
+    e = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
+    _, counts = np.unique(e, axis=0, return_counts=True)
+    return bool(np.all(counts == 2))
+
+
+def oriented_outward(mesh: Mesh) -> Mesh:
+    """The mesh with its faces wound outward (positive enclosed volume)."""
+    if mesh.enclosed_volume() < 0:
+        from dataclasses import replace
+        return replace(mesh, faces=mesh.faces[:, ::-1].copy())
+    return mesh
 
 
 def triangle_budget(width_px: int, height_px: int, n_objects: int) -> int:

@@ -252,3 +252,45 @@ def test_bad_renderer_inputs():
     with OverlayRenderer(get_display(), sq, triangles_per_vertebra=0) as ren:
         with pytest.raises(InputError, match="T_world_from_ct"):
             ren.render(HEAD, RigidTransform.identity("sensor", "ct"))
+
+
+def test_back_face_culling_changes_no_pixel(spine, solid):
+    ren, frame = solid
+    eye = frame.T_eye_from_world["right"]
+    culled = ren.render_eye(eye)
+    props = [o.actor.GetProperty() for o in ren._objects]
+    assert all(p.GetBackfaceCulling() for p in props)  # closed, outward-oriented surfaces
+    for p in props:
+        p.BackfaceCullingOff()
+    try:
+        both = ren.render_eye(eye)
+    finally:
+        for p in props:
+            p.BackfaceCullingOn()
+    np.testing.assert_array_equal(culled[..., 3], both[..., 3])
+    assert np.count_nonzero(np.abs(culled.astype(int) - both).max(axis=2) > 2) < 20
+
+
+def test_reduced_render_scale_keeps_the_geometry(spine, solid):
+    _, frame = solid
+    with OverlayRenderer("default", spine["surfaces"], render_scale=0.5) as ren:
+        half = ren.render(spine["head"], spine["T_world_from_ct"]).images["left"]
+    assert half.shape == (720, 1280, 4)
+    full = frame.images["left"][..., 3] > 0
+    low = half[..., 3] > 0
+    iou = (full & low).sum() / (full | low).sum()
+    assert iou > 0.95
+    np.testing.assert_allclose(mask_box(half), mask_box(frame.images["left"]), atol=2)
+
+
+def test_baked_lighting_matches_vtk_lighting(spine, solid):
+    _, frame = solid
+    with OverlayRenderer("default", spine["surfaces"], lighting="vtk") as ren:
+        vtk_img = ren.render(spine["head"], spine["T_world_from_ct"]).images["left"]
+    baked = frame.images["left"]
+    np.testing.assert_array_equal(baked[..., 3], vtk_img[..., 3])
+    fg = baked[..., 3] > 0
+    mb, mv = baked[fg, :3].mean(axis=0), vtk_img[fg, :3].mean(axis=0)
+    np.testing.assert_allclose(mb, mv, rtol=0.15)
+    # shading varies over the surface (not flat colour)
+    assert baked[fg, 1].std() > 10
