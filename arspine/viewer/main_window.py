@@ -469,6 +469,14 @@ class MainWindow(QMainWindow):
         return out
 
     def closeEvent(self, event):  # noqa: N802 - Qt name
+        for i in range(self.tabs.count()):
+            shutdown = getattr(self.tabs.widget(i), "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+        for i in range(self.tabs.count()):
+            for thread, _w in list(getattr(self.tabs.widget(i), "_arspine_threads", [])):
+                thread.quit()
+                thread.wait(5000)
         for thread, _w in list(getattr(self, "_arspine_threads", [])):
             thread.quit()
             thread.wait(5000)

@@ -237,6 +237,14 @@ class RehearsePanel(QWidget):
         window.bus.subscribe(self._on_command)
 
     # ------------------------------------------------------------------ scene
+    def shutdown(self) -> None:
+        """Stop playing and release the renderer and its thread (the window closes)."""
+        self.stop()
+        if self.renderer is not None:
+            self._gl.submit(self.renderer.close).result()
+            self.renderer = None
+        self._gl.shutdown(wait=True)
+
     def _on_case(self, _vc) -> None:
         self.stop()
         self._tool_actor = None  # the window cleared its 3D scene
