@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
                                    f"({result.get('reason')}); not exported "
                                    f"(--allow-rejected to export anyway)", result)
     case = load_case(args.case, load_scan=False)
-    session = NavigationSession.from_case(case)
+    session = NavigationSession.from_case(case, progress=True)
     transforms = [RigidTransform.from_matrix(result["T_sensor_from_ct"], "sensor", "ct",
                                              orthonormalize=True)]
     for lv, v in (result.get("vertebrae") or {}).items():
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     plan = None
     if args.plan == "auto":
         if session.ct is not None and session.labels is not None:
-            plan = session.plan_screws()  # every plannable level; cut ones are skipped
+            plan = session.plan_screws(progress=True)  # every plannable level; cut ones skipped
             for lv, why in plan.skipped.items():
                 print(f"arspine export: {lv} not planned: {why}", file=sys.stderr)
     elif args.plan != "none":

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--duration must be >= 0 seconds, got {args.duration}")
     if args.rate <= 0:
         raise InputError(f"--rate must be positive, got {args.rate}")
-    session = NavigationSession.from_case(args.case)
+    session = NavigationSession.from_case(args.case, progress=True)
     if args.result:
         p = Path(args.result)
         if not p.is_file():
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"arspine igtl: warning: {p} is a rejected registration "
                   f"({d.get('reason')}); its transform is not streamed", file=sys.stderr)
     if not args.no_plan and session.ct is not None and session.labels is not None:
-        session.plan_screws()  # every plannable level; cut ones are skipped
+        session.plan_screws(progress=True)  # every plannable level; cut ones are skipped
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"arspine igtl: warning: listening on {args.host}: patient data is reachable "
               f"from the network", file=sys.stderr)
