@@ -118,8 +118,8 @@ def _prepared_model(ct, labels, surfaces, ct_path: Path, use_cache: bool):
     return model, False
 
 
-def _head_pose(T_world_from_ct: dict, surfaces: dict, distance_mm: float = 500.0,
-               elevation_deg: float = 55.0):
+def _head_pose(T_world_from_ct: dict, surfaces: dict, distance_mm: float = 400.0,
+               elevation_deg: float = 70.0):
     """A surgeon at the patient's right side looking down at the exposed levels."""
     import numpy as np
 
@@ -271,10 +271,11 @@ def run_demo(out: str | os.PathLike, seed: int = 0, display: str = "default",
             T_world_from_ct = {lv: T_world_from_sensor @ sim.truth[lv]
                                for lv in sim.exposed_levels}
             draw = {}
-            text = f"REGISTRATION REJECTED: {result.reason}"
+            text = "REGISTRATION REJECTED - no overlay shown"
         T_world_from_head, wound = _head_pose(T_world_from_ct, surfaces)
+        # transparent bone: the planned screws inside it stay visible (the point of AR)
         renderer = OverlayRenderer(hmd, draw or {k: surfaces[k] for k in list(surfaces)[:1]},
-                                   screws if draw else [])
+                                   screws if draw else [], style="transparent")
         try:
             frame = renderer.render(T_world_from_head, T_world_from_ct if draw else {},
                                     text=text)
