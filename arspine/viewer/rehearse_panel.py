@@ -162,7 +162,7 @@ class RehearsePanel(QWidget):
         self.renderer: OverlayRenderer | None = None
         self._renderer_key = None
         self.T_world_from_sensor = default_T_world_from_sensor()
-        self.az_deg, self.el_deg, self.dist_mm = -90.0, 60.0, 500.0
+        self.az_deg, self.el_deg, self.dist_mm = -90.0, 70.0, 400.0
         self.trajectory = None
         self.t_s = 0.0
         self.tool_t_s: float | None = None
@@ -186,6 +186,7 @@ class RehearsePanel(QWidget):
         self.style_box = QComboBox()
         self.style_box.addItems(list(STYLES))
         self.style_box.removeItem(STYLES.index("clip"))  # needs a surface plane
+        self.style_box.setCurrentText("transparent")  # screws inside the bone stay visible
         self.style_box.currentTextChanged.connect(self._invalidate)
         form.addRow("style", self.style_box)
         self.traj_box = QComboBox()
