@@ -425,7 +425,10 @@ def write_spatial_registration(T_ct_from_sensor: RigidTransform,
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(path)
     try:
-        pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
+        try:
+            pydicom.dcmwrite(tmp, ds, enforce_file_format=True)  # pydicom >= 3
+        except TypeError:
+            pydicom.dcmwrite(tmp, ds, write_like_original=False)  # pydicom 2.x
         os.replace(tmp, path)
     finally:
         if tmp.exists():
