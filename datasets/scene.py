@@ -32,7 +32,7 @@ __all__ = ["LABELS", "bone_label", "label_name", "label_names", "is_bone", "Scen
 #: Label codes of what a simulated ray hit (bone levels are ``100 + index`` in
 #: :data:`arspine.datasets.anatomy.VERTEBRA_NAMES`, e.g. L3 = 121).
 LABELS: dict[str, int] = {"outlier": 0, "flying_pixel": 1, "skin": 2, "soft_tissue": 3,
-                          "drape": 4, "retractor": 5, "tool": 6, "hand": 7}
+                          "drape": 4, "retractor": 5, "tool": 6, "hand": 7, "clutter": 8}
 _BONE0 = 100
 
 
@@ -94,12 +94,16 @@ class SceneConfig:
     retractors : bool
     tool : bool
     hand : bool
+    clutter : int
+        Extra objects: gauze sponges on the drapes, suction tubing across the field.
     grid_mm : float
         Height-field spacing over the wound and its walls.
     coarse_grid_mm : float
         Height-field spacing of the skin and drapes away from the wound.
     extent_mm : float
-        Half-size of the modelled back around the wound.
+        Half-size of the modelled field around the wound.
+    table_half_width_mm : float
+        Beyond this lateral distance the drapes fall off the table.
     """
 
     wound_half_width_mm: float = 25.0
@@ -116,9 +120,11 @@ class SceneConfig:
     retractors: bool = True
     tool: bool = True
     hand: bool = True
+    clutter: int = 0
     grid_mm: float = 1.5
     coarse_grid_mm: float = 4.0
-    extent_mm: float = 230.0
+    extent_mm: float = 400.0
+    table_half_width_mm: float = 260.0
 
 
 @dataclass(frozen=True)
@@ -317,6 +323,8 @@ def build_scene(posed: dict[str, Mesh], exposed: list[str], axes: np.ndarray,
     skin_c = skin_c + _smooth_field(rng, Xc, Zc, config.skin_shift_mm) + \
         rng.normal(0, config.skin_shift_mm / 2)
     skin_c = np.maximum(skin_c, np.where(np.isfinite(hb_c), hb_c + 6.0, -1e3))
+    # Beyond the table edge (~26 cm from the midline) everything (the drapes) hangs down.
+    skin_c = skin_c - 2.5 * np.clip(np.abs(Xc) - config.table_half_width_mm, 0, None)
     skin = RegularGridInterpolator((xs_c, zs_c), skin_c)(np.stack([X, Z], -1))
     hb_f = np.where(np.isfinite(hb), hb, -1e3)
     skin = np.maximum(skin, np.where(np.isfinite(hb), hb + 6.0, -1e3))
@@ -404,6 +412,25 @@ def build_scene(posed: dict[str, Mesh], exposed: list[str], axes: np.ndarray,
                 v, f = _o3d_prim("sphere", radius=1.0, resolution=12)
                 v = v * np.array([40.0, 22.0, 50.0])  # a gloved fist around the handle
                 add(v @ Rt.T + tip + axis * 185.0, f, LABELS["hand"])
+
+    # Clutter: gauze sponges on the drapes at the wound edge and suction tubing across the
+    # field (what a real OR scan has besides anatomy).
+    for _ in range(int(config.clutter)):
+        side = rng.choice([-1.0, 1.0])
+        if rng.random() < 0.5:
+            cx = side * (hw + rng.uniform(5, 40))
+            cz = zc + rng.uniform(-1, 1) * (half_len + 20)
+            h = float(np.interp(cx, xs_c, skin_c[:, int(np.argmin(np.abs(zs_c - cz)))]))
+            Rz = _frame_along(np.array([rng.normal(0, 0.15), 1.0, rng.normal(0, 0.15)]))
+            add(*_box([cx, h + 6.0, cz], [rng.uniform(40, 80), 8.0, rng.uniform(40, 80)], Rz),
+                LABELS["clutter"])
+        else:
+            a = rng.uniform(0, np.pi)
+            d = np.array([np.cos(a), 0.0, np.sin(a)])
+            c0 = np.array([side * (hw + rng.uniform(10, 60)), skin_mid + rng.uniform(8, 40),
+                           zc + rng.uniform(-half_len, half_len)])
+            v, f = _o3d_prim("cylinder", radius=4.0, height=300.0, resolution=12)
+            add(v @ _frame_along(d).T + c0, f, LABELS["clutter"])
 
     i0 = int(np.argmin(np.abs(xs)))
     j0 = int(np.argmin(np.abs(zs - zc)))

@@ -57,7 +57,7 @@ def _standard() -> list[dict]:
 
 
 def _hard() -> list[dict]:
-    narrow = {"wound_half_width_mm": 17.0, "drape_fold_mm": 9.0}
+    narrow = {"wound_half_width_mm": 17.0, "drape_fold_mm": 9.0, "clutter": 3}
     sensors = ["tof", "stereo-zedmini", "lidar-64", "structured-light"]
     out = []
     for i in range(4):
