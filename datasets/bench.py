@@ -112,7 +112,9 @@ def evaluate_case(case_dir: str | os.PathLike) -> dict:
     Parameters
     ----------
     case_dir : str or path-like
-        A case bundle folder with ``scan.ply`` and ``truth.json`` (targets per level).
+        A case bundle folder with ``scan.ply`` and ``truth.json`` (targets per level); a
+        sequence case (``frames/``) is tracked instead
+        (:func:`arspine.datasets.tracking_eval.evaluate_sequence`).
 
     Returns
     -------
@@ -127,6 +129,10 @@ def evaluate_case(case_dir: str | os.PathLike) -> dict:
     case = load_case(case_dir)
     if not case.truth:
         raise InputError(f"case {case_dir} has no truth.json (the bench needs ground truth)")
+    if case.scan is None and getattr(case, "frames", None):
+        from arspine.datasets.tracking_eval import evaluate_sequence
+
+        return evaluate_sequence(os.fspath(case_dir))
     if case.scan is None:
         raise InputError(f"case {case_dir} has no scan.ply")
     meta = dict(case.meta or {})

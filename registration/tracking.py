@@ -650,6 +650,10 @@ class Tracker:
         gl = np.repeat(li, counts)  # level of each point in the packed target
         org, invh, dmax, strd, goff = (pk["origin"][gl], pk["inv_voxel"][gl],
                                        pk["dims_m1"][gl], pk["strides"][gl], pk["offset"][gl])
+        # linearise about each vertebra's centre, not the CT origin (often far away): the
+        # rotation then neither couples with translation nor skews the prior / conditioning
+        cen = np.stack([self._centres[lv] for lv in lv_list])
+        cpts = cen[np.repeat(np.arange(len(lv_list)), counts)]
         T = np.stack([_inv(preds[lv]) for lv in lv_list])  # T_ct_from_sensor per level
         gates = (cfg.gate_mm, 0.5 * (cfg.gate_mm + cfg.final_gate_mm), cfg.final_gate_mm)
         c2 = cfg.tukey_c_mm ** 2
@@ -683,9 +687,10 @@ class Tracker:
             w[~valid | (np.einsum("ij,ij->i", diff, diff) > gate2)] = 0.0
             J = np.empty((len(x), 6))
             # p x n, written out (np.cross is slow)
-            J[:, 0] = x[:, 1] * n[:, 2] - x[:, 2] * n[:, 1]
-            J[:, 1] = x[:, 2] * n[:, 0] - x[:, 0] * n[:, 2]
-            J[:, 2] = x[:, 0] * n[:, 1] - x[:, 1] * n[:, 0]
+            xc = x - cpts
+            J[:, 0] = xc[:, 1] * n[:, 2] - xc[:, 2] * n[:, 1]
+            J[:, 1] = xc[:, 2] * n[:, 0] - xc[:, 0] * n[:, 2]
+            J[:, 2] = xc[:, 0] * n[:, 1] - xc[:, 1] * n[:, 0]
             J[:, 3:] = n
             Jw = J * w[:, None]
             for k in range(L):  # small BLAS calls beat one big outer-product reduction
@@ -705,7 +710,9 @@ class Tracker:
             dx = np.linalg.solve(Aw, (b - lam * acc)[:, :, None])[:, :, 0]
             dx[n_in < 6] = 0.0
             acc += dx
-            T = np.matmul(_rigid_from_twists(dx), T)
+            D = _rigid_from_twists(dx)  # about the centre c: x -> R (x - c) + c + t
+            D[:, :3, 3] += cen - np.einsum("lij,lj->li", D[:, :3, :3], cen)
+            T = np.matmul(D, T)
             small = ((dx[:, :3] ** 2).sum(1) < 1e-8) & ((dx[:, 3:] ** 2).sum(1) < 4e-4)
             if it >= 1 and small.all():
                 break
