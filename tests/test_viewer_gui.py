@@ -333,3 +333,14 @@ def test_recorded_tool_path_replays_with_guidance(win, rehearse, tmp_path):
     assert "'ct' or 'sensor'" in win.error_text
     rehearse.tool_stream = None
     win.hide_error()
+
+
+def test_show_tab_brings_panels_forward(win, rehearse):
+    from arspine.errors import InputError
+    from arspine.viewer.app import show_tab
+
+    n = rehearse.frames_rendered
+    show_tab(win, "Rehearse")
+    assert win.tabs.currentWidget() is rehearse and rehearse.frames_rendered > n
+    with pytest.raises(InputError, match="--tab must be one of"):
+        show_tab(win, "billing")

@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--screenshot", metavar="F", default=None,
                         help="open the case, render the window once, save a PNG and exit "
                              "(no display needed: a virtual one is started)")
+    parser.add_argument("--tab", choices=("case", "plan", "register", "rehearse"), default=None,
+                        help="side panel to show (plan proposes screws; rehearse renders the "
+                             "HMD eye view), e.g. for --screenshot")
     parser.add_argument("--size", default="1440x900",
                         help="window size WxH (at least 1280x800; default 1440x900)")
 
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         from arspine.viewer.app import run_viewer
 
         code = run_viewer(args.case, screenshot=args.screenshot, labels=args.labels,
-                          label_scheme=args.label_scheme, size=size)
+                          label_scheme=args.label_scheme, size=size, tab=args.tab)
     finally:
         if display is not None:
             # Qt is connected now; Xvfb (-terminate) exits when this process disconnects

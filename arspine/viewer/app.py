@@ -8,7 +8,7 @@ from pathlib import Path
 
 from arspine.errors import InputError
 
-__all__ = ["run_viewer", "make_window", "wait_loaded"]
+__all__ = ["run_viewer", "make_window", "wait_loaded", "show_tab"]
 
 
 def make_window(with_panels: bool = True):
@@ -48,9 +48,32 @@ def wait_loaded(win, timeout_s: float = 120.0) -> bool:
     return (not win.loading) and win.case is not None
 
 
+def show_tab(win, title: str, timeout_s: float = 120.0) -> None:
+    """Bring a side panel to the front; "Plan" also proposes the screws (waiting for them)
+    and "Rehearse" renders the eye view."""
+    import time
+
+    from PyQt5.QtWidgets import QApplication
+
+    titles = [win.tabs.tabText(i).lower() for i in range(win.tabs.count())]
+    if title.lower() not in titles:
+        raise InputError(f"--tab must be one of {titles}, got {title!r}")
+    panel = win.tabs.widget(titles.index(title.lower()))
+    win.tabs.setCurrentWidget(panel)
+    if hasattr(panel, "propose") and win.case is not None and panel.plan is None:
+        panel.propose()
+        t0 = time.monotonic()
+        while panel.plan is None and not win.error_text and time.monotonic() - t0 < timeout_s:
+            QApplication.processEvents()
+            time.sleep(0.02)
+    if hasattr(panel, "render_frame") and win.case is not None:
+        panel.render_frame()
+    QApplication.processEvents()
+
+
 def run_viewer(case: str | os.PathLike | None = None, screenshot: str | os.PathLike | None = None,
                labels: str | None = None, label_scheme: str | None = None,
-               size: tuple[int, int] = (1440, 900)) -> int:
+               size: tuple[int, int] = (1440, 900), tab: str | None = None) -> int:
     """Run the viewer; with ``screenshot`` render once, save the PNG and return.
 
     Returns 0, or 2 when the case could not be opened (the screenshot then shows the error).
@@ -72,6 +95,8 @@ def run_viewer(case: str | os.PathLike | None = None, screenshot: str | os.PathL
     ok = True
     if case is not None:
         ok = wait_loaded(win)
+    if tab is not None and ok:
+        show_tab(win, tab)
     for _ in range(3):
         app.processEvents()
         win.render()
