@@ -20,6 +20,7 @@ __all__ = [
     "suite_cases", "SUITES",
     "load_verse_case", "load_totalsegmentator_case",
     "save_scan_figure", "plot_scan",
+    "run_study", "open_client",
 ]
 
 _WHERE = {
@@ -37,6 +38,7 @@ _WHERE = {
     "suite_cases": "suites", "SUITES": "suites",
     "load_verse_case": "loaders", "load_totalsegmentator_case": "loaders",
     "save_scan_figure": "plotting", "plot_scan": "plotting",
+    "run_study": "study", "open_client": "study",
 }
 
 
