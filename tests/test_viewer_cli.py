@@ -76,3 +76,12 @@ def test_interactive_without_display_says_how(tmp_path):
     r = _run_view(timeout=60)
     assert r.returncode == 2
     assert "--screenshot" in r.stderr
+
+
+def test_unreachable_display_is_bad_input_not_a_qt_abort():
+    env = dict(os.environ, DISPLAY=":4242")
+    env.pop("WAYLAND_DISPLAY", None)
+    r = subprocess.run([sys.executable, "-m", "arspine", "view"], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert r.returncode == 2
+    assert "cannot open the display DISPLAY=:4242" in r.stderr

@@ -52,8 +52,11 @@ def run(args: argparse.Namespace) -> int:
     display = None
     if not display_available():
         if args.screenshot is None:
-            raise InputError("no display (DISPLAY is not set); run it on a desktop, or use "
-                             "--screenshot F to render the window off-screen")
+            where = os.environ.get("DISPLAY")
+            raise InputError(("no display (DISPLAY is not set)" if not where else
+                              f"cannot open the display DISPLAY={where}")
+                             + "; run it on a desktop, or use --screenshot F to render the "
+                               "window off-screen")
         # Qt's offscreen platform gives VTK no GL context; a private Xvfb does
         display = VirtualDisplay(max(1920, size[0] + 100), max(1200, size[1] + 100)).start()
         os.environ["QT_QPA_PLATFORM"] = "xcb"

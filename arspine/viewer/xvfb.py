@@ -18,8 +18,31 @@ __all__ = ["VirtualDisplay", "display_available", "ensure_display"]
 
 
 def display_available() -> bool:
-    """True when ``$DISPLAY`` (or ``$WAYLAND_DISPLAY``) names a display to use."""
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    """True when ``$DISPLAY`` names an X display that accepts a connection (or
+    ``$WAYLAND_DISPLAY`` is set). Qt aborts the process on a display it cannot open, so
+    this is checked first."""
+    if os.environ.get("WAYLAND_DISPLAY"):
+        return True
+    if not os.environ.get("DISPLAY"):
+        return False
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("X11")
+    if name is None:
+        return True  # cannot check without libX11: let Qt try
+    try:
+        x11 = ctypes.CDLL(name)
+        x11.XOpenDisplay.restype = ctypes.c_void_p
+        x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+        x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+        d = x11.XOpenDisplay(None)
+    except OSError:
+        return True
+    if not d:
+        return False
+    x11.XCloseDisplay(d)
+    return True
 
 
 def _free_display_number(start: int = 90) -> int:
