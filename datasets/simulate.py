@@ -283,6 +283,29 @@ def _cast(parts: list[SceneMesh], sensor: SensorModel, T_sensor_from_patient: Ri
     return cloud, np.where(np.isfinite(rimg), rimg, np.nan)
 
 
+def _check_scales(outlier_fraction, noise_scale, dropout_scale) -> None:
+    if not (0.0 <= float(outlier_fraction) < 1.0):
+        raise InputError(f"outlier_fraction must be in [0, 1), got {outlier_fraction}")
+    for name, v in (("noise_scale", noise_scale), ("dropout_scale", dropout_scale)):
+        if not np.isfinite(v) or v < 0:
+            raise InputError(f"{name} must be a finite number >= 0, got {v}")
+
+
+def _exposed_levels(anat: Anatomy, levels) -> list[str]:
+    all_levels = anat.levels
+    if levels is None:
+        n = len(all_levels)
+        return all_levels if n <= 3 else all_levels[(n - 3) // 2:(n - 3) // 2 + 3]
+    if isinstance(levels, str):
+        levels = [s.strip() for s in levels.split(",") if s.strip()]
+    exposed = sort_levels(levels)
+    missing = [lv for lv in exposed if lv not in all_levels]
+    if missing or not exposed:
+        raise InputError(f"levels {list(levels)} must be among the anatomy's levels "
+                         f"{all_levels}")
+    return exposed
+
+
 def simulate_scan(anatomy, sensor: str | SensorModel = "structured-light", seed: int = 0, *,
                   levels=None, motion: str | tuple = "moderate",
                   outlier_fraction: float = 0.05, noise_scale: float = 1.0,
@@ -327,52 +350,60 @@ def simulate_scan(anatomy, sensor: str | SensorModel = "structured-light", seed:
     """
     anat = as_anatomy(anatomy)
     sensor = get_sensor(sensor)
-    if not (0.0 <= float(outlier_fraction) < 1.0):
-        raise InputError(f"outlier_fraction must be in [0, 1), got {outlier_fraction}")
-    if noise_scale < 0 or not np.isfinite(noise_scale):
-        raise InputError(f"noise_scale must be >= 0, got {noise_scale}")
-    all_levels = anat.levels
-    if levels is None:
-        n = len(all_levels)
-        exposed = all_levels if n <= 3 else all_levels[(n - 3) // 2:(n - 3) // 2 + 3]
-    else:
-        if isinstance(levels, str):
-            levels = [s.strip() for s in levels.split(",") if s.strip()]
-        exposed = sort_levels(levels)
-        missing = [lv for lv in exposed if lv not in all_levels]
-        if missing or not exposed:
-            raise InputError(f"levels {list(levels)} must be among the anatomy's levels "
-                             f"{all_levels}")
+    _check_scales(outlier_fraction, noise_scale, dropout_scale)
+    exposed = _exposed_levels(anat, levels)
+    setup = _setup(anat, sensor, seed, exposed, motion, scene, T_sensor_from_patient,
+                   T_patient_from_ct, distance_mm, tilt_deg_max, roll_deg)
+    T_sp = setup["T_sensor_from_patient"]
+    cloud, depth = _cast(setup["parts"], sensor, T_sp, setup["rng_sensor"], outlier_fraction,
+                         noise_scale, dropout_scale)
+    return _result(anat, setup, cloud, depth, T_sp, setup["T_patient_from_ct"], 0.0,
+                   outlier_fraction, noise_scale, dropout_scale, motion, seed)
+
+
+def _setup(anat: Anatomy, sensor: SensorModel, seed: int, exposed: list[str], motion,
+           scene: SceneConfig | None, T_sensor_from_patient, T_patient_from_ct, distance_mm,
+           tilt_deg_max, roll_deg) -> dict:
+    """Posture change, scene meshes and sensor pose of one draw (everything but the cast)."""
     scene_cfg = scene or SceneConfig()
     rng = np.random.default_rng(seed)
     rng_motion, rng_scene, rng_pose, rng_sensor = (np.random.default_rng(s) for s in
                                                    rng.integers(0, 2 ** 63 - 1, 4))
+    all_levels = anat.levels
     motion_T = T_patient_from_ct or draw_vertebra_motion(anat, rng_motion, motion)
+    missing = [lv for lv in all_levels if lv not in motion_T]
+    if missing:
+        raise InputError(f"T_patient_from_ct lacks levels {missing}")
     posed = {lv: anat.surfaces[lv].transformed(motion_T[lv]) for lv in all_levels}
-    skin = anat.skin_points
     cents = {lv: motion_T[lv].apply(anat.centroid(lv)[None])[0] for lv in all_levels}
-    parts, info = build_scene(posed, exposed, anat.axes, skin, scene_cfg, rng_scene, cents)
+    parts, info = build_scene(posed, exposed, anat.axes, anat.skin_points, scene_cfg, rng_scene,
+                              cents)
     if T_sensor_from_patient is None:
         dist = distance_mm or sensor.working_distance_mm * rng_pose.uniform(0.85, 1.2)
         T_sensor_from_patient = draw_sensor_pose(info["wound_center"], anat.axes[:, 1],
                                                  rng_pose, dist, tilt_deg_max, roll_deg)
-    cloud, depth = _cast(parts, sensor, T_sensor_from_patient, rng_sensor, outlier_fraction,
-                         noise_scale, dropout_scale)
-    truth = {lv: T_sensor_from_patient @ motion_T[lv] for lv in all_levels}
+    return {"scene": scene_cfg, "exposed": exposed, "T_patient_from_ct": motion_T,
+            "parts": parts, "info": info, "T_sensor_from_patient": T_sensor_from_patient,
+            "rng_sensor": rng_sensor, "sensor": sensor}
+
+
+def _result(anat, setup, cloud, depth, T_sp, motion_T, timestamp_s, outlier_fraction,
+            noise_scale, dropout_scale, motion, seed) -> SimulatedScan:
+    exposed, info, sensor = setup["exposed"], setup["info"], setup["sensor"]
+    truth = {lv: T_sp @ motion_T[lv] for lv in anat.levels}
     targets = {lv: anat.targets(lv) for lv in exposed}
-    depth_c = float(np.linalg.norm(T_sensor_from_patient.apply(
-        np.asarray(info["wound_center"])[None])[0]))
+    depth_c = float(np.linalg.norm(T_sp.apply(np.asarray(info["wound_center"])[None])[0]))
     config = {"seed": int(seed), "sensor": sensor.name, "motion": motion,
               "noise_mm": float(sensor.noise_sigma_mm(depth_c) * noise_scale),
               "wound_distance_mm": depth_c,
               "outlier_fraction": float(outlier_fraction), "noise_scale": float(noise_scale),
               "dropout_scale": float(dropout_scale), "exposed_levels": exposed,
-              "scene": scene_cfg.__dict__.copy(),
+              "scene": setup["scene"].__dict__.copy(),
               "wound_center_patient_mm": np.asarray(info["wound_center"]).tolist()}
     return SimulatedScan(cloud=cloud, truth=truth, targets_ct_mm=targets,
-                         exposed_levels=exposed, T_sensor_from_patient=T_sensor_from_patient,
+                         exposed_levels=exposed, T_sensor_from_patient=T_sp,
                          T_patient_from_ct=motion_T, sensor=sensor, depth_mm=depth,
-                         config=config)
+                         config=config, timestamp_s=float(timestamp_s))
 
 
 def simulate_sequence(anatomy, n_frames: int = 30, sensor: str | SensorModel = "structured-light",
@@ -400,7 +431,20 @@ def simulate_sequence(anatomy, n_frames: int = 30, sensor: str | SensorModel = "
     if frame_rate_hz <= 0:
         raise InputError(f"frame_rate_hz must be > 0, got {frame_rate_hz}")
     anat = as_anatomy(anatomy)
-    first = simulate_scan(anat, sensor, seed, **scan_kwargs)
+    sensor = get_sensor(sensor)
+    kw = dict(scan_kwargs)
+    outlier_fraction = float(kw.pop("outlier_fraction", 0.05))
+    noise_scale = float(kw.pop("noise_scale", 1.0))
+    dropout_scale = float(kw.pop("dropout_scale", 1.0))
+    _check_scales(outlier_fraction, noise_scale, dropout_scale)
+    motion = kw.pop("motion", "moderate")
+    exposed = _exposed_levels(anat, kw.pop("levels", None))
+    setup = _setup(anat, sensor, seed, exposed, motion, kw.pop("scene", None),
+                   kw.pop("T_sensor_from_patient", None), kw.pop("T_patient_from_ct", None),
+                   kw.pop("distance_mm", None), kw.pop("tilt_deg_max", 25.0),
+                   kw.pop("roll_deg", None))
+    if kw:
+        raise InputError(f"unknown simulate_sequence options: {sorted(kw)}")
     rng = np.random.default_rng([seed, 7])
     levels = anat.levels
     post = anat.axes[:, 1]
@@ -411,44 +455,34 @@ def simulate_sequence(anatomy, n_frames: int = 30, sensor: str | SensorModel = "
     v_dir /= np.linalg.norm(v_dir)
     w_dir = rng.normal(size=3)
     w_dir /= np.linalg.norm(w_dir)
-    # Scene parts are rebuilt once; per frame they are moved rigidly.
-    anat_posed = first
-    sensor_m = first.sensor
+    T0 = setup["T_sensor_from_patient"]
+    M0 = setup["T_patient_from_ct"]
     frames = []
-    scan_rng = np.random.default_rng([seed, 11])
-    import open3d  # noqa: F401  (fail early, before the loop)
-
-    parts, _ = build_scene({lv: anat.surfaces[lv].transformed(first.T_patient_from_ct[lv])
-                            for lv in levels}, first.exposed_levels, anat.axes,
-                           anat.skin_points, scan_kwargs.get("scene") or SceneConfig(),
-                           np.random.default_rng([seed, 13]))
+    # The scene is built once (frame 0 equals simulate_scan with the same seed); per frame
+    # its parts move rigidly: each vertebra with its breathing, soft tissue with their mean.
     for i in tqdm(range(int(n_frames)), disable=not progress, desc="frames"):
         ts = i / frame_rate_hz
         s = np.sin(2 * np.pi * breathing_rate_hz * ts + phase0) - np.sin(phase0)
-        moved = []
         shift = {lv: s * amp[lv] * (post + 0.15 * cran) for lv in levels}
-        mean_shift = np.mean([shift[lv] for lv in first.exposed_levels], axis=0)
-        for p in parts:
-            d = shift[p.level] if p.level is not None else mean_shift
-            moved.append(replace(p, mesh=Mesh(p.mesh.vertices + d, p.mesh.faces,
-                                              name=p.mesh.name, frame=p.mesh.frame)))
+        mean_shift = np.mean([shift[lv] for lv in exposed], axis=0)
+        moved = setup["parts"] if i == 0 else [
+            replace(p, mesh=Mesh(p.mesh.vertices + (shift[p.level] if p.level is not None
+                                                    else mean_shift),
+                                 p.mesh.faces, name=p.mesh.name, frame=p.mesh.frame))
+            for p in setup["parts"]]
         ang = np.radians(camera_rot_deg_s * ts)
         T_drift = RigidTransform.from_rotvec(ang * w_dir, camera_speed_mm_s * ts * v_dir,
                                              "sensor", "sensor")
-        T_sp = T_drift @ first.T_sensor_from_patient
-        cloud, depth = _cast(moved, sensor_m, T_sp, scan_rng,
-                             scan_kwargs.get("outlier_fraction", 0.05),
-                             scan_kwargs.get("noise_scale", 1.0),
-                             scan_kwargs.get("dropout_scale", 1.0))
+        T_sp = T_drift @ T0
+        cloud, depth = _cast(moved, sensor, T_sp, setup["rng_sensor"], outlier_fraction,
+                             noise_scale, dropout_scale)
         motion_T = {lv: RigidTransform.from_rt(np.eye(3), shift[lv], "patient", "patient")
-                    @ first.T_patient_from_ct[lv] for lv in levels}
-        truth = {lv: T_sp @ motion_T[lv] for lv in levels}
-        frames.append(SimulatedScan(cloud=cloud, truth=truth,
-                                    targets_ct_mm=anat_posed.targets_ct_mm,
-                                    exposed_levels=first.exposed_levels,
-                                    T_sensor_from_patient=T_sp, T_patient_from_ct=motion_T,
-                                    sensor=sensor_m, depth_mm=depth,
-                                    config=dict(first.config, frame=i), timestamp_s=ts))
+                    @ M0[lv] for lv in levels}
+        fr = _result(anat, setup, cloud, depth, T_sp, motion_T, ts, outlier_fraction,
+                     noise_scale, dropout_scale, motion, seed)
+        fr.config["frame"] = i
+        frames.append(fr)
+    first = frames[0]
     cfg = dict(first.config, n_frames=int(n_frames), frame_rate_hz=float(frame_rate_hz),
                breathing_amplitude_mm=breathing_amplitude_mm,
                breathing_rate_hz=breathing_rate_hz, camera_speed_mm_s=camera_speed_mm_s,

@@ -219,3 +219,13 @@ def test_projector_baseline_casts_shadows(ssm):
     with_shadow = simulate_scan(ssm, sl, **common)
     no_shadow = simulate_scan(ssm, dataclasses.replace(sl, baseline_mm=0.0), **common)
     assert len(with_shadow.cloud) < len(no_shadow.cloud) - 50
+
+
+def test_sequence_frame_zero_is_the_single_scan(ssm):
+    kw = dict(levels=["L3", "L4"], outlier_fraction=0.1)
+    single = simulate_scan(ssm, "test-320", 9, **kw)
+    seq = simulate_sequence(ssm, 2, "test-320", 9, **kw)
+    assert np.array_equal(seq.frames[0].cloud.points, single.cloud.points)
+    assert seq.frames[0].truth["L3"].isclose(single.truth["L3"], atol_mm=1e-12, atol_deg=1e-12)
+    with pytest.raises(InputError, match="unknown simulate_sequence options"):
+        simulate_sequence(ssm, 2, "test-320", 9, colour="red")
