@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     if args.phantom:
         from arspine.datasets.phantom import make_phantom
 
-        anatomy = make_phantom(seed=args.seed, spacing_mm=args.spacing).anatomy()
+        anatomy = make_phantom(seed=args.seed, spacing_mm=args.spacing,
+                               progress=sys.stderr.isatty()).anatomy()
     elif args.ct is not None:
         if args.labels is None:
             raise InputError("--ct needs --labels (a vertebra label map on the CT grid)")
