@@ -333,6 +333,13 @@ def split_vertebrae(bone_mask: np.ndarray, ct, min_score_hu: float = 40.0,
         (0.7-1.35 times the median: a missed or spurious disc would shift every name), else
         ``V1..Vn``; ``meta["naming"]`` says which (``"sacrum"`` or ``"unlabelled"``),
         ``meta["discs_mm"]`` gives the disc centres.
+
+    Raises
+    ------
+    InputError
+        Fewer than two discs, or discs spaced unlike vertebrae (median height outside
+        15-50 mm): the column followed is probably not the spine (e.g. a contrast-filled
+        aorta or heart above the bone threshold).
     """
     from scipy import ndimage
 
@@ -347,6 +354,16 @@ def split_vertebrae(bone_mask: np.ndarray, ct, min_score_hu: float = 40.0,
     scores = _disc_scores(prof, valid, step)
     discs = _pick_discs(scores, valid, step, min_score_hu, min_height_mm, fill_score_hu)
     idx = np.flatnonzero(valid)
+    if discs:
+        gaps = np.diff([idx[0], *discs, idx[-1]]) * step
+        inner = gaps[1:-1] if len(gaps) > 2 else gaps
+        typical = float(np.median(inner))
+    if len(discs) < 2 or not 15.0 <= typical <= 50.0:
+        spacing = "" if not discs else f" {typical:.0f} mm apart (vertebrae: 15-50 mm)"
+        raise InputError(
+            f"split_vertebrae found {len(discs)} disc space(s){spacing} along the "
+            f"{len(idx) * step:.0f} mm bone column it followed: is the spine in the scan, "
+            "and is the bone mask free of contrast-filled vessels?")
     # Voxels of the spine: bone within radius_mm (in-plane) of the axis, on tracked slices.
     M, t0, order = _inplane_coords(ct, ax)
     m = np.transpose(mask, order)

@@ -74,6 +74,16 @@ def test_split_without_sacrum_is_unlabelled(real):
     assert split.levels[0] == "V1" and len(split.levels) >= 4
 
 
+def test_contrast_thorax_refused_not_mislabelled(data_dir):
+    """Thoracic contrast CT: blood pool is above the bone threshold (in crop a the followed
+    column is the heart and aorta) and no vertebra-spaced discs are found: refuse clearly
+    instead of returning blobs as 'vertebrae'."""
+    ct = load_ct(data_dir / "totalsegmentator" / "thorax_ct_crop_b.nii.gz")
+    with pytest.raises(InputError, match=r"disc space\(s\) \d+ mm apart \(vertebrae: 15-50 mm\)"
+                                         r".*contrast-filled vessels"):
+        split_vertebrae(segment_bone(ct), ct)
+
+
 def test_split_bad_inputs(real):
     ct, _, _, _ = real
     with pytest.raises(InputError, match=r"bone_mask shape \(2, 2, 2\) differs"):
