@@ -125,3 +125,24 @@ def test_bad_input_exits_2_with_one_line(case, tmp_path, capsys, extra, message)
 def test_missing_case_exits_2(tmp_path, capsys):
     assert main(["render", "--case", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
     assert "case folder not found" in capsys.readouterr().err
+
+
+def test_plan_screws_are_drawn(case, tmp_path):
+    from arspine.navigation.plan import ScrewTrajectory, SurgicalPlan
+
+    tg = case["targets"]["L3"]
+    c = tg.mean(axis=0)
+    plan = SurgicalPlan([ScrewTrajectory("L3", "left", c + [30.0, -40.0, 0.0],
+                                         c + [30.0, 20.0, 0.0], 6.5)])
+    pf = tmp_path / "plan.json"
+    pf.write_text(json.dumps(plan.to_dict()))
+    outs = {}
+    for name, extra in (("without", []), ("with", ["--plan", str(pf)])):
+        out = tmp_path / name
+        assert main(["render", "--case", str(case["folder"]), "--out", str(out),
+                     "--no-progress"] + extra) == 0
+        outs[name] = np.array(Image.open(out / "left.png")).astype(int)
+    diff = np.abs(outs["with"] - outs["without"]).max(axis=2) > 30
+    assert diff.sum() > 100  # the screw is visible
+    rgb = outs["with"][diff]
+    assert np.mean(rgb[:, 1] > rgb[:, 0]) > 0.9  # and green
