@@ -282,3 +282,114 @@ def test_bad_input(setup):
         Tracker(model, _Result(sc.poses(0.0)), levels=["T1"])
     with pytest.raises(InputError, match="initial_result must be"):
         Tracker(model, 42)
+
+
+# ------------------------------------------------------------------ arspine track (CLI)
+@pytest.fixture(scope="module")
+def seq_case(setup, tmp_path_factory):
+    """A sequence case bundle written by hand to DESIGN.md's contract: case.json, the
+    vertebra surfaces (no CT), frames/NNNN.ply and truth.json with per-frame poses."""
+    from arspine.datasets.io import write_mesh, write_points
+
+    surfaces, model, targets = setup
+    folder = tmp_path_factory.mktemp("seq") / "seq-case"
+    (folder / "frames").mkdir(parents=True)
+    (folder / "surfaces").mkdir()
+    sc = _Scene(surfaces, model, seed=21)
+    levels = ["L3", "L4"]
+    truth_frames = []
+    for i in range(6):
+        truth = sc.poses(i / 30)
+        write_points(folder / "frames" / f"{i:04d}.ply", sc.frame(truth))
+        truth_frames.append({"index": i, "timestamp_s": i / 30,
+                             "vertebrae": {lv: {"T_sensor_from_ct": truth[lv].tolist()}
+                                           for lv in levels}})
+    for lv in LEVELS:
+        write_mesh(folder / "surfaces" / f"{lv}.ply", surfaces[lv])
+    (folder / "case.json").write_text(json.dumps({
+        "name": "seq-case", "units": "mm", "source": "test",
+        "surfaces": {lv: f"surfaces/{lv}.ply" for lv in LEVELS},
+        "exposed_levels": levels, "frames": "frames", "frame_rate_hz": 30.0}))
+    (folder / "truth.json").write_text(json.dumps({
+        "vertebrae": {lv: {"T_sensor_from_ct": truth_frames[0]["vertebrae"][lv]
+                           ["T_sensor_from_ct"], "targets_ct_mm": targets[lv].tolist()}
+                      for lv in levels},
+        "frames": truth_frames}))
+    return folder, truth_frames
+
+
+@pytest.fixture()
+def oracle_register(monkeypatch, seq_case):
+    """Replace the global registration by the truth of frame 0 (isolates tracking)."""
+    import arspine.registration.pipeline as pipeline
+
+    _, truth_frames = seq_case
+    poses = {lv: np.array(v["T_sensor_from_ct"])
+             for lv, v in truth_frames[0]["vertebrae"].items()}
+
+    def fake(model, scan, levels=None, config=None):
+        from arspine.registration.result import RegistrationResult, VertebraResult
+
+        vert = {lv: VertebraResult(RigidTransform(T, "sensor", "ct"), 0.5, 0.9)
+                for lv, T in poses.items()}
+        return RegistrationResult("ok", None, vert["L3"].T_sensor_from_ct, vert)
+
+    monkeypatch.setattr(pipeline, "register", fake)
+
+
+def test_track_cli_writes_trajectory(seq_case, oracle_register, tmp_path, capsys):
+    from arspine.cli import main
+
+    folder, _ = seq_case
+    out = tmp_path / "trajectory.json"
+    assert main(["track", "--case", str(folder), "--out", str(out), "--no-progress"]) == 0
+    assert "6 frames: 6 ok" in capsys.readouterr().out
+    traj = json.loads(out.read_text())
+    assert isinstance(traj["version"], str) and len(traj["frames"]) == 6
+    for i, f in enumerate(traj["frames"]):
+        assert f["index"] == i and f["timestamp_s"] == pytest.approx(i / 30)
+        assert f["status"] == "ok" and f["elapsed_ms"] > 0
+        assert set(f["vertebrae"]) == {"L3", "L4"}
+        m = np.array(f["vertebrae"]["L3"]["T_sensor_from_ct"])
+        assert m.shape == (4, 4)
+        assert max(f["tre_mm"].values()) < 1.0
+
+
+def test_track_cli_with_the_real_registration(seq_case, tmp_path):
+    """The real global registration on frame 0: accepted or refused (exit 3), the trajectory
+    is written either way, and no frame after a correct start is ok with TRE > 2 mm."""
+    from arspine.cli import main
+
+    folder, _ = seq_case
+    out = tmp_path / "t.json"
+    code = main(["track", "--case", str(folder), "--out", str(out), "--no-progress"])
+    assert code in (0, 3)
+    frames = json.loads(out.read_text())["frames"]
+    assert len(frames) == 6 and all(f["status"] in ("ok", "lost", "rejected") for f in frames)
+    if frames[0]["status"] == "ok" and max(frames[0]["tre_mm"].values()) <= 2.0:
+        for f in frames[1:]:
+            for lv, t in f["tre_mm"].items():
+                if f["vertebrae"][lv]["status"] == "ok":
+                    assert t <= 2.0
+
+
+def test_bench_evaluates_sequence_case(seq_case, oracle_register):
+    from arspine.datasets.bench import evaluate_case
+
+    folder, _ = seq_case
+    rec = evaluate_case(str(folder))
+    assert rec["kind"] == "sequence" and rec["status"] == "ok"
+    assert rec["frames"] == 6 and rec["frames_ok"] == 6 and not rec["false_accept"]
+    assert set(rec["tre_mm"]) == {"L3", "L4"} and max(rec["tre_mm"].values()) < 1.0
+    assert rec["median_update_ms"] > 0
+
+
+def test_track_cli_bad_input(tmp_path, capsys):
+    from arspine.cli import main
+
+    assert main(["track", "--case", str(tmp_path / "missing")]) == 2
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "case.json").write_text(json.dumps({"name": "c"}))
+    assert main(["track", "--case", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "not a sequence case" in err and "Traceback" not in err
