@@ -35,11 +35,16 @@ def xdisplay():
 
     if QApplication.instance() is not None:
         pytest.skip("a QApplication already exists on another display")
+    old_platform = os.environ.get("QT_QPA_PLATFORM")
     vd = VirtualDisplay(1920, 1200).start()
     os.environ["QT_QPA_PLATFORM"] = "xcb"
     yield vd
     # Qt stays connected until the process ends; Xvfb (-terminate) exits with it
     vd.release()
+    if old_platform is None:
+        os.environ.pop("QT_QPA_PLATFORM", None)
+    else:
+        os.environ["QT_QPA_PLATFORM"] = old_platform
 
 
 @pytest.fixture(scope="session")
