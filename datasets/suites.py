@@ -191,7 +191,12 @@ def suite_cases(name: str, cache: str | os.PathLike | None = None,
     out = []
     missing = [s for s in specs if not (folder / s["name"] / "case.json").is_file()]
     for spec in tqdm(missing, disable=not progress, desc=f"suite {name}"):
-        generate_case(spec, folder / spec["name"])
+        try:
+            generate_case(spec, folder / spec["name"], overwrite=False)
+        except (OSError, InputError):
+            # Another process generated the same case at the same time: use its copy.
+            if not (folder / spec["name"] / "case.json").is_file():
+                raise
     for spec in specs:
         out.append(folder / spec["name"])
     manifest = folder / "suite.json"
