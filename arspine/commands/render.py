@@ -47,12 +47,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def write_png(path: Path, rgba) -> Path:
     """Write an RGBA uint8 image atomically (temp file in the same folder + rename)."""
+    import numpy as np
     from PIL import Image
 
+    img = np.ascontiguousarray(rgba, dtype=np.uint8)
+    if img.ndim != 3 or img.shape[2] != 4:
+        raise InputError(f"image must be (H, W, 4) RGBA, got {img.shape}")
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
     os.close(fd)
     try:
-        Image.fromarray(rgba, mode="RGBA").save(tmp, format="PNG", compress_level=1)
+        Image.fromarray(img).save(tmp, format="PNG", compress_level=1)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
