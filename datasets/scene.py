@@ -82,6 +82,10 @@ class SceneConfig:
     min_floor_mm : float
         The wound floor never lies deeper than this far posterior of the vertebral
         centroids (bodies and canal stay covered).
+    tissue_remnants : float
+        Fraction of the exposed bone still covered by soft-tissue patches.
+    remnant_mm : float
+        Thickness of those patches over the bone.
     skin_shift_mm : float
         Amplitude of the smooth random skin displacement vs. the CT.
     soft_tissue_mm : float
@@ -112,6 +116,8 @@ class SceneConfig:
     floor_depth_mm: float = 3.0
     gap_depth_mm: float = 9.0
     min_floor_mm: float = 8.0
+    tissue_remnants: float = 0.15
+    remnant_mm: float = 2.0
     skin_shift_mm: float = 3.0
     soft_tissue_mm: float = 35.0
     drapes: bool = True
@@ -351,6 +357,15 @@ def build_scene(posed: dict[str, Mesh], exposed: list[str], axes: np.ndarray,
     cl = np.array([to_local(c) for c in centroids.values()])
     cl = cl[np.argsort(cl[:, 2])]
     floor = np.maximum(floor, np.interp(Z, cl[:, 2], cl[:, 1]) + config.min_floor_mm)
+    if config.tissue_remnants > 0:
+        # Dissection never leaves bare bone everywhere: patches of muscle and ligament stay on
+        # the laminae and spinous processes, a few mm proud of the bone surface.
+        blob = ndimage.gaussian_filter(rng.normal(size=X.shape), 3.0 / step)
+        in_w = (edge < -1.0) & np.isfinite(hb)
+        if in_w.any():
+            thr = np.quantile(blob[in_w], 1.0 - config.tissue_remnants)
+            patch = in_w & (blob > thr)
+            floor = np.where(patch, np.maximum(floor, hb_f + config.remnant_mm), floor)
     s = np.clip(edge / config.wall_width_mm, 0, 1)
     s = s * s * (3 - 2 * s)  # smoothstep wall profile
     tissue = floor + (skin - floor) * s
