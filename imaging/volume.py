@@ -58,6 +58,9 @@ class CtVolume:
             raise InputError(f"hu is empty, got shape {hu.shape}")
         if not (np.issubdtype(hu.dtype, np.integer) or np.issubdtype(hu.dtype, np.floating)):
             raise InputError(f"hu must be numeric, got dtype {hu.dtype}")
+        if np.issubdtype(hu.dtype, np.floating) and not np.isfinite(hu).all():
+            raise InputError(f"hu holds {int(np.count_nonzero(~np.isfinite(hu)))} NaN or inf "
+                             f"voxels of {hu.size}")
         object.__setattr__(self, "hu", hu)
         object.__setattr__(self, "T_ct_from_ijk", check_affine(self.T_ct_from_ijk))
         object.__setattr__(self, "meta", dict(self.meta or {}))

@@ -86,6 +86,15 @@ def test_real_series_hu_equal_pydicom_rescaled(real_dicom):
     assert ct.hu.min() == -1024 and ct.hu.max() > 1000  # bone present
 
 
+def test_list_series_real_folder(real_dicom):
+    folder, _ = real_dicom
+    (only,) = list_series(folder)
+    assert only["modality"] == "CT" and only["n_slices"] == 20 and only["rows"] == 512
+    assert only["series_uid"] == ""  # this export blanked the UID; still one series
+    assert set(only) == {"series_uid", "modality", "description", "series_number", "n_files",
+                         "n_slices", "rows", "columns", "folder"}
+
+
 def test_no_patient_identifiers_unless_asked(real_dicom, tmp_path):
     _, ct = real_dicom
     assert "patient" not in ct.meta
@@ -324,6 +333,10 @@ def test_empty_and_missing_paths(tmp_path):
 def test_writer_refuses_bad_input(tmp_path):
     with pytest.raises(InputError, match=r"ct must be a CtVolume"):
         write_dicom_series(np.zeros((4, 4, 4)), tmp_path)
-    nan = CtVolume(np.full((4, 4, 2), np.nan, np.float32), np.eye(4))
-    with pytest.raises(InputError, match=r"NaN"):
-        write_dicom_series(nan, tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match=r"folder must be a directory, got an existing file"):
+        write_dicom_series(_volume(shape=(4, 4, 2)), tmp_path / "file")
+    skew = np.eye(4)
+    skew[:3, 1] = [0.5, 1.0, 0.0]
+    with pytest.raises(InputError, match=r"non-orthogonal i and j axes"):
+        write_dicom_series(_volume(shape=(4, 4, 2), T=skew), tmp_path / "s")

@@ -27,6 +27,7 @@ def test_ctvolume_geometry_from_one_affine():
     (np.zeros((3, 4)), np.eye(4), r"hu must be a 3D"),
     (np.zeros((3, 4, 0)), np.eye(4), r"hu is empty"),
     (np.zeros((3, 4, 5), dtype=object), np.eye(4), r"hu must be numeric"),
+    (np.full((3, 4, 5), np.nan), np.eye(4), r"hu holds 60 NaN or inf voxels of 60"),
     (np.zeros((3, 4, 5)), np.eye(3), r"T_ct_from_ijk must be 4x4"),
     (np.zeros((3, 4, 5)), np.diag([1.0, 1.0, 0.0, 1.0]), r"T_ct_from_ijk is singular"),
     (np.zeros((3, 4, 5)), np.full((4, 4), np.nan), r"T_ct_from_ijk has NaN"),
