@@ -311,8 +311,7 @@ class OverlayRenderer:
                 self._scene.append(self._add(sm.name or f"scene{j}", "scene", None,
                                              self._normals(mesh_to_polydata(sm)),
                                              _SCENE_COLOR, 1.0))
-        if self.display.see_through == "video" and not self._scene:
-            pass  # video see-through without a scene: composite onto a neutral camera image
+        # video see-through without a scene composites onto the empty room's grey
         self._text = vtk.vtkTextActor()
         self._text.GetTextProperty().SetFontSize(int(text_size_px))
         self._text.GetTextProperty().SetColor(1.0, 1.0, 1.0)
