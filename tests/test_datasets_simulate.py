@@ -229,3 +229,17 @@ def test_sequence_frame_zero_is_the_single_scan(ssm):
     assert seq.frames[0].truth["L3"].isclose(single.truth["L3"], atol_mm=1e-12, atol_deg=1e-12)
     with pytest.raises(InputError, match="unknown simulate_sequence options"):
         simulate_sequence(ssm, 2, "test-320", 9, colour="red")
+
+
+def test_tissue_remnants_cover_the_configured_share_of_bone(ssm):
+    kw = dict(seed=13, noise_scale=0.0, outlier_fraction=0.0, dropout_scale=0.0,
+              levels=["L3", "L4"])
+    clean = simulate_scan(ssm, "test-320", scene=SceneConfig(tissue_remnants=0.0, tool=False,
+                                                             hand=False, retractors=False),
+                          **kw)
+    half = simulate_scan(ssm, "test-320", scene=SceneConfig(tissue_remnants=0.5, tool=False,
+                                                            hand=False, retractors=False),
+                         **kw)
+    n0, n1 = is_bone(clean.cloud.labels).sum(), is_bone(half.cloud.labels).sum()
+    assert n0 > 300
+    assert 0.3 * n0 < n1 < 0.8 * n0  # about half the exposed bone is now under tissue
