@@ -220,6 +220,10 @@ class OverlayRenderer:
         "baked": a headlight computed per vertex in numpy when the view or a pose changes,
         drawn unlit (the rasteriser's cheapest shader; about a fifth less CPU on llvmpipe).
         "vtk": VTK's per-fragment headlight.
+    screws_on_top : bool or None
+        Draw planned screws and the tool over the anatomy even where bone hides them (an extra
+        small render per eye). None: on for "outline" (a contour cannot show a screw inside
+        the bone), off otherwise.
     """
 
     def __init__(self, display: HeadMountedDisplay | str | None = None,
@@ -230,7 +234,7 @@ class OverlayRenderer:
                  clip_plane: tuple | None = None, line_width_px: int = 2,
                  fill_alpha: float = 0.0, depth_range_mm: tuple[float, float] | None = None,
                  render_scale: float = 1.0, text_size_px: int = 22,
-                 lighting: str = "baked"):
+                 lighting: str = "baked", screws_on_top: bool | None = None):
         import vtk
 
         self.display = get_display(display)
@@ -245,6 +249,8 @@ class OverlayRenderer:
         if lighting not in ("baked", "vtk"):
             raise InputError(f"lighting must be 'baked' or 'vtk', got {lighting!r}")
         self.lighting = lighting
+        self.screws_on_top = (style == "outline") if screws_on_top is None \
+            else bool(screws_on_top)
         self._light_key = None
         if int(line_width_px) < 1:
             raise InputError(f"line_width_px must be >= 1, got {line_width_px!r}")
@@ -587,11 +593,49 @@ class OverlayRenderer:
             if self.opacity < 1.0 and self.style != "outline":
                 part = _unpremultiply(part)
             rgba[y0:y1, x0:x1] = part
+            if self.screws_on_top:
+                self._draw_on_top(rgba, rd, T)
         if video:
             rgba = self._composite_on_scene(rgba, T)
         if self.render_scale != 1.0:
             rgba = _upsample(rgba, self.display.height_px, self.display.width_px)
         return rgba
+
+    def _draw_on_top(self, rgba: np.ndarray, rd: HeadMountedDisplay, T: RigidTransform
+                     ) -> None:
+        """Render the screws and tool alone and paint them over ``rgba`` (in place)."""
+        top = [o for o in self._objects if o.kind in ("screw", "tool")
+               and o.actor.GetVisibility()]
+        if not top:
+            return
+        hidden = [o for o in self._objects if o.kind not in ("screw", "tool")
+                  and o.actor.GetVisibility()]
+        text_vis = self._text.GetVisibility()
+        for o in hidden:
+            o.actor.SetVisibility(False)
+        self._text.SetVisibility(False)
+        try:
+            crop = self._crop(T)
+            if crop is None:
+                return
+            W, H = rd.width_px, rd.height_px
+            x0, y0, x1, y1 = crop
+            K = rd.K.copy()
+            K[0, 2] -= x0
+            K[1, 2] -= y0
+            eps = 1e-9
+            self._ren.SetViewport(x0 / W + eps, (H - y1) / H + eps, x1 / W + eps,
+                                  (H - y0) / H + eps)
+            set_camera_from_K(self._camera, K, x1 - x0, y1 - y0, T,
+                              self.display.focal_plane_mm)
+            self._ren.ResetCameraClippingRange()
+            part, _ = self._draw(crop, need_depth=False)
+            drawn = part[..., 3] > 0
+            rgba[y0:y1, x0:x1][drawn] = part[drawn]
+        finally:
+            for o in hidden:
+                o.actor.SetVisibility(True)
+            self._text.SetVisibility(text_vis)
 
     def _crop(self, T: RigidTransform) -> tuple[int, int, int, int] | None:
         """Pixel rectangle ``(x0, y0, x1, y1)`` (top-left origin, x1/y1 exclusive) holding

@@ -296,3 +296,20 @@ def test_baked_lighting_matches_vtk_lighting(spine, solid):
     np.testing.assert_allclose(mb, mv, rtol=0.15)
     # shading varies over the surface (not flat colour)
     assert baked[fg, 1].std() > 10
+
+
+def test_screws_on_top_show_a_screw_hidden_in_the_bone(spine, solid):
+    an, T = spine["anatomy"], spine["T_world_from_ct"]
+    c = an.surfaces["L3"].centroid()
+    post, left = an.axes[:, 1], an.axes[:, 0]
+    screws = [(c - 10 * post - 12 * left, c - 10 * post + 12 * left, 5.0, "L1")]
+    green = {}
+    for style, on_top in (("solid", False), ("solid", True), ("outline", None)):
+        with OverlayRenderer("default", {"L1": spine["surfaces"]["L3"]}, screws, style=style,
+                             screws_on_top=on_top) as ren:
+            img = ren.render(spine["head"], {"L1": T}).images["left"].astype(int)
+        g = (img[..., 3] > 0) & (img[..., 1] > img[..., 0] + 60) & (img[..., 1] > img[..., 2] + 60)
+        green[(style, on_top)] = int(g.sum())
+    assert green[("solid", False)] == 0
+    assert green[("solid", True)] > 400
+    assert green[("outline", None)] == pytest.approx(green[("solid", True)], rel=0.1)
