@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", help="surgical plan JSON (screws) to draw")
     parser.add_argument("--propose-screws", action="store_true",
                         help="propose and draw pedicle screws from the CT and labels")
+    parser.add_argument("--screws-on-top", action="store_true",
+                        help="draw planned screws over the bone even where it hides them "
+                             "(always on for --style outline)")
     parser.add_argument("--text", help="guidance text drawn in both eyes")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -217,7 +220,8 @@ def run(args: argparse.Namespace) -> int:
     frames = []
     from tqdm import tqdm
 
-    with OverlayRenderer(display, surfaces, screws, style=args.style) as ren:
+    with OverlayRenderer(display, surfaces, screws, style=args.style,
+                         screws_on_top=True if args.screws_on_top else None) as ren:
         ren.set_poses(T_world_from_ct)
         bar = tqdm(total=len(times), desc="render", unit="frame",
                    disable=args.no_progress or single or not os.isatty(2))
