@@ -340,3 +340,38 @@ def test_writer_refuses_bad_input(tmp_path):
     skew[:3, 1] = [0.5, 1.0, 0.0]
     with pytest.raises(InputError, match=r"non-orthogonal i and j axes"):
         write_dicom_series(_volume(shape=(4, 4, 2), T=skew), tmp_path / "s")
+
+
+def test_fast_header_path_handles_implicit_vr_and_sequences(tmp_path):
+    """The speed path (our header walker) must agree with pydicom: implicit VR little endian,
+    undefined-length nested sequences before the pixel data, 12-bit stored values."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    from arspine.imaging._dicom_fast import FastHeader, read_fast_header
+
+    ct = _volume(shape=(10, 8, 4))
+    files = write_dicom_series(ct, tmp_path)
+    for f in files:
+        ds = pydicom.dcmread(f)
+        inner = Dataset()
+        inner.CodeValue, inner.CodeMeaning = "113691", "IEC Body Dosimetry Phantom"
+        item = Dataset()
+        item.ReferencedSOPInstanceUID = "1.2.3"
+        item.PurposeOfReferenceCodeSequence = Sequence([inner])
+        item.is_undefined_length_sequence_item = True
+        ds.ReferencedImageSequence = Sequence([item, item])
+        ds["ReferencedImageSequence"].is_undefined_length = True
+        item["PurposeOfReferenceCodeSequence"].is_undefined_length = True
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        ds.save_as(f, implicit_vr=True, little_endian=True, enforce_file_format=True)
+    raw = files[1].read_bytes()
+    assert b"\xfe\xff\xdd\xe0" in raw and b"\xfe\xff\x0d\xe0" in raw  # delimiters written
+    head = read_fast_header(files[1])
+    assert isinstance(head, FastHeader) and head.pixel_offset is not None
+    assert [float(v) for v in head["ImagePositionPatient"]] == pytest.approx(
+        [float(v) for v in pydicom.dcmread(files[1]).ImagePositionPatient])
+    back = load_ct(tmp_path, progress=False)
+    np.testing.assert_array_equal(back.hu, ct.hu)
+    assert back.meta["transfer_syntax"] == ImplicitVRLittleEndian
