@@ -2,7 +2,8 @@
 
 ``suite_cases("standard")`` returns the case folders of the suite, generating any that are
 missing into ``cache_dir("suites", "<name>-v<version>-<hash>")``. The folder name carries a
-hash of the suite's specification, so a changed suite never reuses stale cases.
+hash of the suite's specification and of the simulator's defaults (scene, sensors, motion
+presets), so a changed suite never reuses stale cases.
 
 Suites
 ------
@@ -29,7 +30,7 @@ from arspine.errors import InputError
 __all__ = ["SUITE_VERSION", "SUITES", "suite_specs", "suite_cases", "generate_case",
            "load_anatomy"]
 
-SUITE_VERSION = 1
+SUITE_VERSION = 2  # bump when the simulator changes in a way the defaults do not show
 
 _CT = ("totalsegmentator/example_ct.nii.gz", "totalsegmentator/example_ct_vertebrae.nii.gz")
 _SSM = "lumbar_ssm_mean/mean_L2-L5.ply"
@@ -162,6 +163,21 @@ def generate_case(spec: dict, folder: str | os.PathLike, overwrite: bool = True)
                       overwrite=overwrite, meta={"suite_spec": spec})
 
 
+def _digest(specs: list[dict]) -> str:
+    """Hash of the specs and of every simulator default they rely on (scene, sensors,
+    motion presets), so a changed generator never reuses stale cached cases."""
+    import dataclasses
+
+    from arspine.datasets.scene import SceneConfig
+    from arspine.datasets.sensors import SENSORS
+    from arspine.datasets.simulate import MOTION_PRESETS
+
+    key = {"specs": specs, "scene": dataclasses.asdict(SceneConfig()),
+           "sensors": {k: dataclasses.asdict(v) for k, v in SENSORS.items()},
+           "motion": MOTION_PRESETS, "version": SUITE_VERSION}
+    return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
 def suite_cases(name: str, cache: str | os.PathLike | None = None,
                 progress: bool = False) -> list[Path]:
     """Case folders of a suite, generating missing ones.
@@ -184,7 +200,7 @@ def suite_cases(name: str, cache: str | os.PathLike | None = None,
     from arspine.datasets.paths import cache_dir
 
     specs = suite_specs(name)
-    digest = hashlib.sha1(json.dumps(specs, sort_keys=True).encode()).hexdigest()[:8]
+    digest = _digest(specs)
     root = Path(cache) if cache is not None else cache_dir("suites")
     folder = root / f"{name}-v{SUITE_VERSION}-{digest}"
     folder.mkdir(parents=True, exist_ok=True)
