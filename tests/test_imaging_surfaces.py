@@ -130,3 +130,22 @@ def test_surface_bad_inputs(real):
         bone_surface(ct, np.zeros((2, 2, 2), bool))
     with pytest.raises(InputError, match=r"mask of bone is empty"):
         bone_surface(ct, np.zeros(ct.shape, bool))
+
+
+def test_fine_grid_block_averaged_path():
+    """0.5 mm voxels and a small target: the mask is block-averaged before contouring; the
+    surface must stay on the true sphere."""
+    T = np.diag([0.5, 0.5, 0.5, 1.0])
+    T[:3, 3] = [-10.0, 5.0, 40.0]
+    shape = (60, 60, 60)
+    center = T[:3, :3] @ np.array([29.5, 29.5, 29.5]) + T[:3, 3]
+    inside = _sphere_volume(T, shape, center, 12.0)
+    labels = VertebraLabels(inside.astype(np.uint8) * 20, T, {20: "L1"})
+    ct = CtVolume(np.where(inside, 500, 0).astype(np.int16), T)
+    full = vertebra_surfaces(ct, labels, target_faces=None)["L1"]
+    m = vertebra_surfaces(ct, labels, target_faces=3000)["L1"]
+    assert full.n_faces > 2 * 3000 and m.n_faces <= 1.15 * 3000
+    r = np.linalg.norm(m.vertices - center, axis=1)
+    assert abs(np.median(r) - 12.0) < 0.3 and np.abs(r - 12.0).max() < 0.8
+    np.testing.assert_allclose(m.centroid(), center, atol=0.1)
+    assert m.enclosed_volume() == pytest.approx(4 / 3 * np.pi * 12.0**3, rel=0.04)
