@@ -8,7 +8,7 @@ from pathlib import Path
 
 from arspine.errors import InputError
 
-__all__ = ["run_viewer", "make_window", "wait_loaded", "show_tab"]
+__all__ = ["run_viewer", "make_window", "wait_loaded", "show_tab", "install_excepthook"]
 
 
 def make_window(with_panels: bool = True):
@@ -71,6 +71,24 @@ def show_tab(win, title: str, timeout_s: float = 120.0) -> None:
     QApplication.processEvents()
 
 
+def install_excepthook(win) -> None:
+    """Show an unexpected exception from a Qt slot in the window's error banner.
+
+    PyQt5 aborts the process on an exception escaping a slot unless ``sys.excepthook`` is
+    replaced; the traceback still goes to stderr for a bug report.
+    """
+    import traceback
+
+    def hook(exc_type, exc, tb):
+        traceback.print_exception(exc_type, exc, tb)
+        try:
+            win.show_error(f"internal error: {exc_type.__name__}: {exc}")
+        except Exception:  # noqa: BLE001 - the window itself may be gone
+            pass
+
+    sys.excepthook = hook
+
+
 def run_viewer(case: str | os.PathLike | None = None, screenshot: str | os.PathLike | None = None,
                labels: str | None = None, label_scheme: str | None = None,
                size: tuple[int, int] = (1440, 900), tab: str | None = None) -> int:
@@ -86,6 +104,7 @@ def run_viewer(case: str | os.PathLike | None = None, screenshot: str | os.PathL
     os.environ.setdefault("QT_QPA_PLATFORM", "xcb")
     app = QApplication.instance() or QApplication(sys.argv[:1])
     win = make_window()
+    install_excepthook(win)
     win.resize(max(size[0], 1280), max(size[1], 800))
     win.show()
     if case is not None:
