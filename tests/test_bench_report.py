@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
+
 from arspine.datasets.bench import FALSE_ACCEPT_TRE_MM, build_report, summarize_suite
 from arspine.datasets.bench_plots import write_plots
 from arspine.datasets.bench_report import (
@@ -19,7 +20,6 @@ from arspine.datasets.bench_report import (
     write_markdown,
     write_report,
 )
-
 from arspine.errors import InputError
 
 

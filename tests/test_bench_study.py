@@ -12,9 +12,9 @@ import zlib
 import cloudpickle
 import numpy as np
 import pytest
+
 from arspine.datasets.bench import run_bench
 from arspine.datasets.study import StudyError, open_client, run_study
-
 from arspine.errors import InputError
 
 # the workers cannot import this test module: ship its functions by value
