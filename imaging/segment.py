@@ -70,8 +70,14 @@ def segment_bone(ct, threshold_hu: float = 120.0, closing_mm: float = 2.0,
 
     if not np.isfinite(threshold_hu):
         raise InputError(f"threshold_hu must be finite, got {threshold_hu}")
-    hu = ct.hu
-    seed = hu >= threshold_hu
+    full = ct.hu >= threshold_hu
+    out = np.zeros(ct.shape, dtype=bool)
+    box = _bbox(full, margin=int(np.ceil(closing_mm / ct.spacing_mm.min())) + 2)
+    if box is None:
+        return out
+    # Work inside the bones' bounding box: every pass below is linear in its size.
+    hu, seed = ct.hu[box], full[box]
+    del full
     mask = seed
     # Half-width in whole voxels (none when the voxels are larger than closing_mm).
     half = np.floor(closing_mm / ct.spacing_mm + 1e-9).astype(int) if closing_mm > 0 \
@@ -99,7 +105,20 @@ def segment_bone(ct, threshold_hu: float = 120.0, closing_mm: float = 2.0,
         keep = sizes * voxel_mm3 >= min_component_mm3
         keep[0] = False
         mask = keep[lab]
-    return mask
+    out[box] = mask
+    return out
+
+
+def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, slice, slice] | None:
+    """Bounding box of a mask widened by ``margin`` voxels (clipped), or None when empty."""
+    box = []
+    for ax in range(3):
+        other = tuple(a for a in range(3) if a != ax)
+        nz = np.flatnonzero(mask.any(axis=other))
+        if not len(nz):
+            return None
+        box.append(slice(max(0, nz[0] - margin), min(mask.shape[ax], nz[-1] + 1 + margin)))
+    return tuple(box)
 
 
 def _slice_holes(mask: np.ndarray, ax: int) -> np.ndarray:
