@@ -98,6 +98,9 @@ class SceneConfig:
     retractors : bool
     tool : bool
     hand : bool
+    tool_probability : float
+        Chance that the tool (and the hand holding it) is in the field for this scan;
+        surgeons often, not always, take instruments out before a registration scan.
     clutter : int
         Extra objects: gauze sponges on the drapes, suction tubing across the field.
     grid_mm : float
@@ -126,6 +129,7 @@ class SceneConfig:
     retractors: bool = True
     tool: bool = True
     hand: bool = True
+    tool_probability: float = 0.6
     clutter: int = 0
     grid_mm: float = 1.5
     coarse_grid_mm: float = 4.0
@@ -411,15 +415,23 @@ def build_scene(posed: dict[str, Mesh], exposed: list[str], axes: np.ndarray,
         add(*_box([0, skin_mid + 15.0, bz + rng.choice([-1, 1]) * (blade_len / 2 - 4)],
                   [2 * hw + 40, 8.0, 8.0]), LABELS["retractor"])
 
-    if config.tool:
+    if config.tool and rng.random() < config.tool_probability:
         cand = np.argwhere((edge < -3) & np.isfinite(hb) & (hb > bone_top - 25))
-        if len(cand):
+        surf = RegularGridInterpolator((xs, zs), tissue, bounds_error=False, fill_value=None)
+        length = 200.0
+        for _ in range(30 if len(cand) else 0):
+            # Tip on exposed bone; the shaft leaves the wound without passing through tissue
+            # (mostly along the incision, where there is room).
             i, j = cand[rng.integers(len(cand))]
             tip = np.array([xs[i], hb[i, j] + 1.0, zs[j]])
-            tilt = np.radians(rng.uniform(25, 55))
-            az = rng.uniform(0, 2 * np.pi)
+            tilt = np.radians(rng.uniform(5, 40))
+            az = rng.choice([0.5, 1.5]) * np.pi + rng.normal(0, 0.5)
             axis = np.array([np.sin(tilt) * np.cos(az), np.cos(tilt), np.sin(tilt) * np.sin(az)])
-            length = 200.0
+            tt = np.linspace(3.0, 90.0, 30)
+            pts = tip + tt[:, None] * axis
+            inside = (np.abs(pts[:, 0]) < xs[-1]) & (np.abs(pts[:, 2] - zc) < zs[-1] - zc)
+            if np.any(pts[inside, 1] < surf(pts[inside][:, [0, 2]]) + 3.0):
+                continue
             v, f = _o3d_prim("cylinder", radius=3.0, height=length, resolution=16)
             Rt = _frame_along(axis)
             add(v @ Rt.T + tip + axis * length / 2, f, LABELS["tool"])
@@ -427,6 +439,7 @@ def build_scene(posed: dict[str, Mesh], exposed: list[str], axes: np.ndarray,
                 v, f = _o3d_prim("sphere", radius=1.0, resolution=12)
                 v = v * np.array([40.0, 22.0, 50.0])  # a gloved fist around the handle
                 add(v @ Rt.T + tip + axis * 185.0, f, LABELS["hand"])
+            break
 
     # Clutter: gauze sponges on the drapes at the wound edge and suction tubing across the
     # field (what a real OR scan has besides anatomy).

@@ -58,7 +58,8 @@ def _standard() -> list[dict]:
 
 
 def _hard() -> list[dict]:
-    narrow = {"wound_half_width_mm": 17.0, "drape_fold_mm": 9.0, "clutter": 3}
+    narrow = {"wound_half_width_mm": 17.0, "drape_fold_mm": 9.0, "clutter": 3,
+              "tool_probability": 1.0}
     sensors = ["tof", "stereo-zedmini", "lidar-64", "structured-light"]
     out = []
     for i in range(4):
