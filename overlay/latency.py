@@ -141,7 +141,7 @@ class KalmanSE3Predictor(PosePredictor):
 
     name = "kalman"
 
-    def __init__(self, accel_noise_mm_s2: float = 1000.0, ang_accel_noise_deg_s2: float = 300.0,
+    def __init__(self, accel_noise_mm_s2: float = 300.0, ang_accel_noise_deg_s2: float = 100.0,
                  meas_noise_mm: float = 0.3, meas_noise_deg: float = 0.1):
         self.qa = float(accel_noise_mm_s2) ** 2
         self.qw = math.radians(ang_accel_noise_deg_s2) ** 2

@@ -266,6 +266,7 @@ class OverlayRenderer:
         W, H = self._rdisplay.width_px, self._rdisplay.height_px
 
         meshes = self._as_mesh_dict(surfaces)
+        self.screws = as_screw_segments(screws)  # validate before any VTK set-up
         self._window = make_render_window(W, H)
         self._ren = vtk.vtkRenderer()
         self._ren.SetBackground(0.0, 0.0, 0.0)
@@ -297,7 +298,6 @@ class OverlayRenderer:
             # them roughly halves the rasteriser's work (not for clipped views, which open
             # the surface).
             obj.actor.GetProperty().SetBackfaceCulling(closed and self._planes is None)
-        self.screws = as_screw_segments(screws)
         for i, s in enumerate(self.screws):
             level = s.level or self._nearest_level((s.entry_ct_mm + s.target_ct_mm) / 2)
             pd = screw_polydata(s.entry_ct_mm, s.target_ct_mm, s.diameter_mm)
