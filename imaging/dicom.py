@@ -99,7 +99,8 @@ def _read_header(path: Path, keep_data: bool = True):
         return ds
 
 
-def _scan_headers(files: list[Path], progress: bool) -> tuple[list, list[tuple[Path, str]]]:
+def _scan_headers(files: list[Path], progress: bool,
+                  keep_data: bool = True) -> tuple[list, list[tuple[Path, str]]]:
     headers, bad = [], []
     it = files
     if progress and len(files) >= _PROGRESS_MIN_FILES:
@@ -110,7 +111,7 @@ def _scan_headers(files: list[Path], progress: bool) -> tuple[list, list[tuple[P
     for f in it:
         try:
             # Keep file bytes for the pixel pass while memory stays reasonable.
-            h = _read_header(f, keep_data=kept < _KEEP_BYTES)
+            h = _read_header(f, keep_data=keep_data and kept < _KEEP_BYTES)
             kept += len(getattr(h, "data", None) or b"")
             headers.append((f, h))
         except Exception as exc:  # noqa: BLE001 - any parse failure means "unreadable"
@@ -159,7 +160,7 @@ def list_series(folder: str | os.PathLike, progress: bool = True) -> list[dict]:
         No patient identifiers.
     """
     folder = _check_folder(folder)
-    headers, _ = _scan_headers(_list_files(folder), progress)
+    headers, _ = _scan_headers(_list_files(folder), progress, keep_data=False)
     out = [_describe(uid, items) for uid, items in _group(headers).items()]
     out.sort(key=lambda d: (-d["n_slices"], d["series_uid"]))
     return out
