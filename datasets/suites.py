@@ -13,8 +13,8 @@ standard  real CT + phantom + shape model; structured light (~1 mm noise at 0.5 
 hard      low overlap (one or two exposed levels, narrow wound), 30 % outliers, clutter,
           large motion, ToF / stereo / LiDAR sensors, steep tilt.
 tracking  sequences (breathing ~2 mm, camera drift) on the real CT, shape model and phantom.
-real      every real anatomy in ../shared/data (TotalSegmentator CT, lumbar shape model)
-          under the default sensor.
+real      every real anatomy in ../shared/data (TotalSegmentator NIfTI CT at three level
+          ranges, its DICOM series at T11-T12, lumbar shape model) under the default sensor.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ SUITE_VERSION = 2  # bump when the simulator changes in a way the defaults do no
 
 _CT = ("totalsegmentator/example_ct.nii.gz", "totalsegmentator/example_ct_vertebrae.nii.gz")
 _SSM = "lumbar_ssm_mean/mean_L2-L5.ply"
+_DICOM = ("totalsegmentator/example_ct_dicom", "totalsegmentator/example_ct_dicom_labels.nii.gz")
 
 
 def _case(name, anatomy, seed, sensor="structured-light", **kw) -> dict:
@@ -95,6 +96,8 @@ def _real() -> list[dict]:
         _case("totalseg-ct-L1L3", "ct", 801, levels=["L1", "L2", "L3"],
               outlier_fraction=0.05),
         _case("totalseg-ct-L4S1", "ct", 802, levels=["L4", "L5", "S1"], outlier_fraction=0.05),
+        _case("totalseg-dicom-T11T12", "ct-dicom", 805, levels=["T11", "T12"],
+              outlier_fraction=0.05),
         _case("ssm-mean-L2L4", "ssm", 803, levels=["L2", "L3", "L4"], outlier_fraction=0.05),
         _case("ssm-mean-L3L5", "ssm", 804, levels=["L3", "L4", "L5"], outlier_fraction=0.05),
     ]
@@ -123,14 +126,17 @@ def suite_specs(name: str) -> list[dict]:
 
 @lru_cache(maxsize=8)
 def load_anatomy(key: str):
-    """Anatomy for a spec key: ``"ct"`` (real TotalSegmentator CT), ``"ssm"`` (real shape
-    model), ``"phantom:<seed>"`` (1.5 mm) or ``"phantom-coarse:<seed>"`` (2.5 mm)."""
+    """Anatomy for a spec key: ``"ct"`` (real TotalSegmentator CT), ``"ct-dicom"`` (its real
+    DICOM series, T11-T12, 20 slices), ``"ssm"`` (real shape model), ``"phantom:<seed>"`` (1.5 mm) or ``"phantom-coarse:<seed>"`` (2.5 mm)."""
     from arspine.datasets.anatomy import anatomy_from_ct, anatomy_from_mesh
     from arspine.datasets.paths import real_data_path
 
     if key == "ct":
         return anatomy_from_ct(real_data_path(*_CT[0].split("/")),
                                real_data_path(*_CT[1].split("/")), "totalsegmentator")
+    if key == "ct-dicom":
+        return anatomy_from_ct(real_data_path(*_DICOM[0].split("/")),
+                               real_data_path(*_DICOM[1].split("/")), "totalsegmentator")
     if key == "ssm":
         return anatomy_from_mesh(real_data_path(*_SSM.split("/")),
                                  levels=("L2", "L3", "L4", "L5"))

@@ -21,7 +21,7 @@ def test_suite_specifications_are_complete_and_seeded():
         for s in specs:
             assert s["sensor"] in SENSORS
             assert isinstance(s["seed"], int)
-            assert s["anatomy"] in ("ct", "ssm") or s["anatomy"].startswith("phantom")
+            assert s["anatomy"] in ("ct", "ct-dicom", "ssm") or s["anatomy"].startswith("phantom")
     std, hard = suite_specs("standard"), suite_specs("hard")
     assert {s["outlier_fraction"] for s in std} == {0.10}
     assert {s["outlier_fraction"] for s in hard} == {0.30}
