@@ -126,8 +126,12 @@ def suite_specs(name: str) -> list[dict]:
 
 @lru_cache(maxsize=8)
 def load_anatomy(key: str):
-    """Anatomy for a spec key: ``"ct"`` (real TotalSegmentator CT), ``"ct-dicom"`` (its real
-    DICOM series, T11-T12, 20 slices), ``"ssm"`` (real shape model), ``"phantom:<seed>"`` (1.5 mm) or ``"phantom-coarse:<seed>"`` (2.5 mm)."""
+    """Anatomy for a spec key (cached in-process).
+
+    ``"ct"`` (real TotalSegmentator CT), ``"ct-dicom"`` (its real DICOM series, T11-T12,
+    20 slices), ``"ssm"`` (real shape model), ``"phantom:<seed>"`` (1.5 mm) or
+    ``"phantom-coarse:<seed>"`` (2.5 mm).
+    """
     from arspine.datasets.anatomy import anatomy_from_ct, anatomy_from_mesh
     from arspine.datasets.paths import real_data_path
 
