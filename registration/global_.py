@@ -16,10 +16,12 @@ Poses here are ``T_ct_from_sensor`` 4x4 matrices (the ICP direction); callers in
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from arspine.registration._pc import unit
 from arspine.registration.icp import icp_point_to_plane
 
 __all__ = ["Hypothesis", "DepthImage", "visibility_score", "refine", "alternatives",
@@ -146,9 +148,9 @@ def _frame(a: np.ndarray, n: np.ndarray) -> np.ndarray:
     return np.stack([a, n, np.cross(a, n)], axis=1)
 
 
-def exposure_hypotheses(scan, model, step_mm: float = 4.0, depth_steps=(-8, -4, 0, 4, 8),
+def exposure_hypotheses(scan, model, step_mm: float = 5.0, depth_steps=(-6, 0, 6),
                         psi_deg=(-12.0, 0.0, 12.0), tau_mm: float = 4.0, top_k: int = 8,
-                        max_points: int = 900, seed: int = 0) -> list[Hypothesis]:
+                        max_points: int = 600, seed: int = 0) -> list[Hypothesis]:
     """Sweep hypotheses pooled over the scan's candidate exposures (best first)."""
     out: list[Hypothesis] = []
     for mask, normal in scan.regions:
@@ -160,9 +162,10 @@ def exposure_hypotheses(scan, model, step_mm: float = 4.0, depth_steps=(-8, -4, 
 
 
 def region_hypotheses(E: np.ndarray, En: np.ndarray, skin_normal: np.ndarray, model,
-                      step_mm: float = 4.0, depth_steps=(-8, -4, 0, 4, 8),
+                      step_mm: float = 5.0, depth_steps=(-6, 0, 6),
                       psi_deg=(-12.0, 0.0, 12.0), tau_mm: float = 4.0, top_k: int = 8,
-                      max_points: int = 900, seed: int = 0) -> list[Hypothesis]:
+                      max_points: int = 600, seed: int = 0,
+                      pitch_deg=(-20.0, 0.0, 20.0)) -> list[Hypothesis]:
     """Hypotheses from the structure of the exposure (midline sweep).
 
     The skin normal around the wound gives the posterior direction, the wound's long axis
@@ -178,40 +181,65 @@ def region_hypotheses(E: np.ndarray, En: np.ndarray, skin_normal: np.ndarray, mo
     n_s = skin_normal / np.linalg.norm(skin_normal)
     q = (E - c) - np.outer((E - c) @ n_s, n_s)
     _, _, vt = np.linalg.svd(q[:: max(1, len(q) // 4000)], full_matrices=False)
-    a_s = vt[0]
+    # Two readings of the exposure: skin normal + wound axis in the skin plane, and the 3D
+    # principal axes of the wound itself (its floor follows the lordotic spine, which can run
+    # 30 degrees out of the skin plane). Each is tried with pitch and yaw perturbations.
+    frames = [(vt[0], n_s)]
+    _, _, vt3 = np.linalg.svd((E - c)[:: max(1, len(E) // 4000)], full_matrices=False)
+    n3 = vt3[2] if vt3[2][2] < 0 else -vt3[2]
+    if abs(vt3[0] @ vt[0]) < np.cos(np.radians(8)) or n3 @ n_s < np.cos(np.radians(8)):
+        frames.append((vt3[0], n3))
     sub, subn, _, _ = voxel_downsample(E, 4.0, En)
     if len(sub) > max_points:
         pick = np.random.default_rng(seed).choice(len(sub), max_points, replace=False)
         sub, subn = sub[pick], subn[pick]
-    post, axis = model.posterior_ct, model.axis_ct
-    F_c = _frame(axis, post)
-    rel = model.points - model.center_ct
-    h_m = float(np.percentile(rel @ post, 60))
     h_e = float(np.percentile((E - c) @ n_s, 50))
-    along = rel @ axis
-    offsets = np.arange(along.min() * 0.8, along.max() * 0.8 + 1e-9, step_mm)
-    grid_o, grid_d = np.meshgrid(offsets, np.asarray(depth_steps, float), indexing="ij")
-    grid_o, grid_d = grid_o.ravel(), grid_d.ravel()
-    targets = (model.center_ct[None] + grid_o[:, None] * axis[None]
-               + (h_m - h_e + grid_d)[:, None] * post[None])
     cands = []
-    for sign in (1.0, -1.0):
-        for psi in psi_deg:
-            ps = np.radians(psi)
-            a_rot = np.cos(ps) * a_s + np.sin(ps) * np.cross(n_s, a_s)
-            F_s = _frame(sign * a_rot, n_s)
-            R = F_c @ F_s.T                                     # ct_from_sensor
-            base = sub @ R.T
-            nb = subn @ R.T
-            ts = targets - R @ c
-            q = base[None, :, :] + ts[:, None, :]
-            d, idx = model.nearest(q.reshape(-1, 3), tau_mm)
-            d, idx = d.reshape(len(ts), -1), idx.reshape(len(ts), -1)
-            agree = np.einsum("knj,nj->kn", model.normals[np.maximum(idx, 0)], nb) > 0.3
-            w = np.where(np.isfinite(d) & agree, 1 - (np.minimum(d, tau_mm) / tau_mm) ** 2, 0.0)
-            sc = w.sum(axis=1)
-            for k in np.argsort(-sc)[:6 * top_k]:
-                cands.append((float(sc[k]), R, ts[k], sign, psi, grid_o[k], grid_d[k]))
+    L = len(model.levels)
+    for post0 in [model.posterior_ct, *model.posterior_alternatives]:
+        # Local frames along the (curved) spine: lordosis turns the axis 20+ degrees
+        # between the ends of a long CT, so each level anchors its own sweep.
+        for k in range(L):
+            if L >= 2:
+                axis = unit(model.centroids[min(k + 1, L - 1)] - model.centroids[max(k - 1, 0)])
+                half = 0.5 * float(np.linalg.norm(model.level_step_mm))
+            else:
+                axis = model.axis_ct
+                half = 0.4 * float(np.ptp((model.points - model.center_ct) @ axis))
+            post = unit(post0 - (post0 @ axis) * axis)
+            F_c = _frame(axis, post)
+            near = model.level_index == k
+            rel = model.points[near] - model.centroids[k]
+            h_m = float(np.percentile(rel @ post, 60))
+            offsets = np.arange(-half, half + 1e-9, step_mm)
+            grid_o, grid_d = np.meshgrid(offsets, np.asarray(depth_steps, float), indexing="ij")
+            grid_o, grid_d = grid_o.ravel(), grid_d.ravel()
+            targets = (model.centroids[k][None] + grid_o[:, None] * axis[None]
+                       + (h_m - h_e + grid_d)[:, None] * post[None])
+            for (a_f, n_f), sign, psi, pitch in itertools.product(
+                    frames, (1.0, -1.0), psi_deg, pitch_deg):
+                if True:
+                    ps, pt = np.radians(psi), np.radians(pitch)
+                    a_rot = np.cos(ps) * a_f + np.sin(ps) * np.cross(n_f, a_f)
+                    # pitch: tilt axis and normal together about the lateral direction
+                    a_p = np.cos(pt) * a_rot + np.sin(pt) * n_f
+                    n_p = np.cos(pt) * n_f - np.sin(pt) * a_rot
+                    F_s = _frame(sign * a_p, n_p)
+                    R = F_c @ F_s.T                                 # ct_from_sensor
+                    base = sub @ R.T
+                    nb = subn @ R.T
+                    ts = targets - R @ c
+                    q = base[None, :, :] + ts[:, None, :]
+                    d, idx = model.nearest(q.reshape(-1, 3), tau_mm)
+                    d, idx = d.reshape(len(ts), -1), idx.reshape(len(ts), -1)
+                    agree = np.einsum("knj,nj->kn", model.normals[np.maximum(idx, 0)],
+                                      nb) > 0.3
+                    w = np.where(np.isfinite(d) & agree,
+                                 1 - (np.minimum(d, tau_mm) / tau_mm) ** 2, 0.0)
+                    sc = w.sum(axis=1)
+                    for j in np.argsort(-sc)[:3]:
+                        cands.append((float(sc[j]), R, ts[j], sign, psi, grid_o[j],
+                                      grid_d[j]))
     cands.sort(key=lambda x: -x[0])
     out: list[Hypothesis] = []
     for s, R, t, sign, psi, o, dh in cands:

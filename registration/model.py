@@ -30,7 +30,7 @@ from arspine.registration._pc import orthobasis, unit, voxel_downsample
 __all__ = ["PreparedModel", "prepare_model", "exposable_shell", "estimate_posterior",
            "NearestGrid"]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 _LEVEL_ORDER = ([f"C{i}" for i in range(1, 8)] + [f"T{i}" for i in range(1, 13)]
                 + [f"L{i}" for i in range(1, 6)] + ["S1", "S2", "S3", "S4", "S5"])
 
@@ -93,6 +93,8 @@ class PreparedModel:
         Centroid of each level's full surface.
     axis_ct : (3,) unit vector, cranial -> caudal.
     posterior_ct : (3,) unit vector pointing out of the back.
+    posterior_alternatives : (K, 3) other plausible posterior directions (e.g. the CT's
+        LPS ``+y`` when the shape-based estimate disagrees); the global search tries all.
     meta : dict
         Provenance (source, voxel sizes, format version).
     """
@@ -106,6 +108,7 @@ class PreparedModel:
     posterior_ct: np.ndarray
     meta: dict = field(default_factory=dict)
     grid: NearestGrid | None = None
+    posterior_alternatives: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     _trees: dict = field(default_factory=dict, repr=False, compare=False)
 
     def nearest(self, q: np.ndarray, max_mm: float) -> tuple[np.ndarray, np.ndarray]:
@@ -166,6 +169,7 @@ class PreparedModel:
                     fh, points=self.points, normals=self.normals, level_index=self.level_index,
                     centroids=self.centroids, axis_ct=self.axis_ct,
                     posterior_ct=self.posterior_ct,
+                    posterior_alternatives=self.posterior_alternatives,
                     grid_index=self.grid.index if self.grid is not None else np.zeros(0),
                     grid_origin=self.grid.origin if self.grid is not None else np.zeros(3),
                     grid_voxel=np.array(self.grid.voxel_mm if self.grid is not None else 0.0),
@@ -197,6 +201,7 @@ class PreparedModel:
                            normals=z["normals"], level_index=z["level_index"],
                            centroids=z["centroids"], axis_ct=z["axis_ct"],
                            posterior_ct=z["posterior_ct"], meta=header.get("meta", {}),
+                           posterior_alternatives=z["posterior_alternatives"],
                            grid=grid)
         except (OSError, KeyError, ValueError) as exc:
             if isinstance(exc, InputError):
@@ -286,8 +291,9 @@ def prepare_model(ct=None, labels=None, surfaces: dict | None = None, *,
     levels : list of str, optional
         Restrict to these levels.
     posterior_ct : (3,) array_like, optional
-        Direction out of the patient's back in ``ct``; default: LPS ``+y`` for a CT, estimated
-        from the anatomy for bare surfaces.
+        Direction out of the patient's back in ``ct``; default: estimated from the vertebrae
+        (the spinous processes reach farther than the bodies), since a CT's ``+y`` (LPS
+        posterior) is only the patient's back when the patient lay square in the scanner.
     fine_voxel_mm : float
         Spacing of the shell samples (mm).
     grid_voxel_mm : float
@@ -297,8 +303,6 @@ def prepare_model(ct=None, labels=None, surfaces: dict | None = None, *,
     -------
     PreparedModel
     """
-    if posterior_ct is None and ct is not None:
-        posterior_ct = [0.0, 1.0, 0.0]  # LPS: +y is posterior
     if surfaces is None:
         if ct is None:
             raise InputError("prepare_model needs ct (a CtVolume) or surfaces (dict of Mesh)")
@@ -334,6 +338,12 @@ def prepare_model(ct=None, labels=None, surfaces: dict | None = None, *,
     else:
         post = unit(np.asarray(posterior_ct, dtype=np.float64).reshape(3))
     post = unit(post - (post @ axis) * axis)
+    alts = []
+    if ct is not None and posterior_ct is None:
+        lps = np.array([0.0, 1.0, 0.0])
+        lps = unit(lps - (lps @ axis) * axis)
+        if post @ lps < np.cos(np.radians(20)):
+            alts.append(lps)
     keep = exposable_shell(pts, nrm, post, axis)
     pts, nrm, lidx = pts[keep], nrm[keep], lidx[keep]
     if len(pts) < 50:
@@ -342,6 +352,7 @@ def prepare_model(ct=None, labels=None, surfaces: dict | None = None, *,
             "grid_voxel_mm": grid_voxel_mm, "n_points": int(len(pts))}
     return PreparedModel(levels=tuple(names), points=pts, normals=nrm, level_index=lidx,
                          centroids=cents, axis_ct=axis, posterior_ct=post, meta=meta,
+                         posterior_alternatives=np.array(alts).reshape(-1, 3),
                          grid=NearestGrid.build(pts, grid_voxel_mm))
 
 

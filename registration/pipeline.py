@@ -113,6 +113,11 @@ def register(model, scan, levels: list | None = None,
     t0 = time.perf_counter()
     ps = prepare_scan(scan, cfg.scan)
     t_pre = time.perf_counter() - t0
+    if int(ps.exposure.sum()) < cfg.gate.min_inliers:
+        return _rejected(f"too few scan points to register ({int(ps.exposure.sum())} in the "
+                         f"exposure < {cfg.gate.min_inliers})", model, np.eye(4),
+                         {"n_input_points": ps.n_input, "n_fine_points": int(len(ps.fine))},
+                         t_pre, t0)
     depth = DepthImage(ps.fine)
     E, En = ps.fine[ps.exposure], ps.fine_normals[ps.exposure]
     scored = global_search(ps, model, depth, cfg.n_hypotheses, cfg.seed)

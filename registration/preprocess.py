@@ -102,9 +102,8 @@ def prepare_scan(scan: object, config: ScanConfig | None = None) -> PreparedScan
     lin = (key[:, 0] * dims[1] + key[:, 1]) * dims[2] + key[:, 2]
     _, inv, cnt = np.unique(lin, return_inverse=True, return_counts=True)
     fine = fine[cnt[inv] >= cfg.min_fine_per_coarse]
-    if len(fine) < 10:
-        raise InputError(f"scan has only {len(fine)} points left after outlier removal "
-                         f"(of {n_in})")
+    if len(fine) < 10:  # let the caller's gate say "too few points"; keep what there is
+        fine, _, _, _ = voxel_downsample(pts, cfg.fine_voxel_mm)
     origin = np.zeros(3)
     regions = find_exposure(fine, cfg)
     found = bool(regions)
@@ -145,8 +144,17 @@ def find_exposure(points: np.ndarray, cfg: ScanConfig | None = None,
     shape = (int(u.max()) + 3, int(v.max()) + 3)
     u += 1
     v += 1
+    # Median depth per bin over bins with >= 3 points: outliers in front of the surface (a
+    # tenth of some scans) must not become the "skin".
+    lin = u * shape[1] + v
+    order = np.lexsort((z, lin))
+    ls = lin[order]
+    starts = np.flatnonzero(np.r_[True, ls[1:] != ls[:-1]])
+    counts = np.diff(np.r_[starts, len(ls)])
+    med = z[order][starts + counts // 2]
     img = np.full(shape, np.inf)
-    np.minimum.at(img, (u, v), z)
+    good = counts >= 3
+    img.ravel()[ls[starts[good]]] = med[good]
     valid = np.isfinite(img)
     if valid.sum() < 50:
         return []

@@ -1,0 +1,209 @@
+"""Markerless CT-to-scan registration on the benchmark suites, against plain Open3D.
+
+project : arspine.registration.register (prepared model cached per CT, as in surgery)
+anchor  : the plain Open3D pipeline of its global-registration tutorial, run on the same
+          cases in the same run: 3 mm voxels, FPFH (radius 5 voxels, 100 nn), RANSAC on
+          mutual feature matches (distance 1.5 voxels, edge-length 0.9 and distance
+          checkers, 100k iterations / 0.999), then point-to-plane ICP (0.4 voxel).
+          Source = the same exposable CT surface samples arspine registers.
+
+Per-vertebra TRE = RMS over the vertebra's targets (screw entry/tip per pedicle, interior
+points, centroid) of ``|T_est p - T_true p|``; statistics over every exposed vertebra of
+every case. A vertebra counts as accepted when the gate reported it ok.
+
+Run: ``.venv/bin/python benchmarks/bench_registration.py [--suites standard,real,hard]
+[--no-open3d] [--limit N] [--plots benchmarks/img]``. Prints one line per case, then the
+summary with time and TRE ratios; writes a TRE histogram and a per-level box plot (PNG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _model_for(case, cache: dict):
+    from arspine.registration import prepare_model
+
+    key = hashlib.md5(Path(case.ct_path).read_bytes()).hexdigest()
+    if case.labels_path:
+        key += hashlib.md5(Path(case.labels_path).read_bytes()).hexdigest()
+    if key not in cache:
+        t = time.perf_counter()
+        ct = case.load_ct()
+        labels = case.load_labels() if case.labels_path else None
+        cache[key] = (prepare_model(ct, labels), time.perf_counter() - t)
+    return cache[key]
+
+
+def open3d_plain(model, scan_points: np.ndarray, voxel: float = 3.0, seed: int = 0):
+    """The plain Open3D pipeline; returns a 4x4 ``T_sensor_from_ct``."""
+    import open3d as o3d
+
+    reg = o3d.pipelines.registration
+    o3d.utility.random.seed(seed)
+
+    def prep(p):
+        pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(p)).voxel_down_sample(voxel)
+        pc.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=2 * voxel, max_nn=30))
+        f = reg.compute_fpfh_feature(pc, o3d.geometry.KDTreeSearchParamHybrid(
+            radius=5 * voxel, max_nn=100))
+        return pc, f
+
+    src, fs = prep(model.points)
+    tgt, ft = prep(scan_points)
+    dist = 1.5 * voxel
+    res = reg.registration_ransac_based_on_feature_matching(
+        src, tgt, fs, ft, True, dist, reg.TransformationEstimationPointToPoint(False), 3,
+        [reg.CorrespondenceCheckerBasedOnEdgeLength(0.9),
+         reg.CorrespondenceCheckerBasedOnDistance(dist)],
+        reg.RANSACConvergenceCriteria(100000, 0.999))
+    icp = reg.registration_icp(src, tgt, 0.4 * voxel * 2, res.transformation,
+                               reg.TransformationEstimationPointToPlane())
+    return np.asarray(icp.transformation), icp.fitness
+
+
+def _rms_tre(T_est, T_true, targets) -> float:
+    from arspine.registration.metrics import tre_mm
+
+    return float(np.sqrt(np.mean(tre_mm(T_est, T_true, targets) ** 2)))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--suites", default="standard,real")
+    ap.add_argument("--no-open3d", action="store_true")
+    ap.add_argument("--limit", type=int, default=0, help="at most N cases per suite")
+    ap.add_argument("--plots", default=str(Path(__file__).parent / "img"))
+    args = ap.parse_args(argv)
+
+    from arspine.datasets.case import load_case
+    from arspine.datasets.suites import suite_cases
+    from arspine.registration import register
+
+    cache: dict = {}
+    rows = []      # per vertebra
+    cases_out = []
+    for suite in args.suites.split(","):
+        folders = suite_cases(suite)
+        if args.limit:
+            folders = folders[: args.limit]
+        for folder in folders:
+            case = load_case(folder)
+            model, t_prep = _model_for(case, cache)
+            scan = case.scan
+            register(model, scan.points[:2000])  # warm caches / imports, not timed
+            c0, w0 = time.process_time(), time.perf_counter()
+            r = register(model, scan)
+            w_reg, c_reg = time.perf_counter() - w0, time.process_time() - c0
+            o3d_T, w_o3d = None, float("nan")
+            if not args.no_open3d:
+                w0 = time.perf_counter()
+                o3d_T, _ = open3d_plain(model, scan.points)
+                w_o3d = time.perf_counter() - w0
+            levels = [lv for lv, t in case.truth.items() if len(t.get("targets_ct_mm", [])) > 0]
+            line = []
+            for lv in levels:
+                truth = case.truth[lv]
+                T_true, tg = truth["T_sensor_from_ct"], truth["targets_ct_mm"]
+                vr = r.vertebrae.get(lv)
+                T_est = vr.T_sensor_from_ct if vr is not None else r.T_sensor_from_ct
+                ok = r.status == "ok" and vr is not None and vr.status == "ok"
+                tre = _rms_tre(T_est, T_true, tg)
+                tre_o3d = _rms_tre(o3d_T, T_true, tg) if o3d_T is not None else float("nan")
+                rows.append({"suite": suite, "case": case.name, "level": lv, "tre": tre,
+                             "accepted": ok, "tre_o3d": tre_o3d})
+                line.append(f"{lv} {tre:.2f}{'' if ok else 'r'}/{tre_o3d:.0f}")
+            cases_out.append({"suite": suite, "case": case.name, "status": r.status,
+                              "n": len(scan), "w_reg": w_reg, "c_reg": c_reg, "w_o3d": w_o3d,
+                              "t_prep": t_prep})
+            print(f"{suite}/{case.name}: {len(scan)} pts  {r.status:8s} "
+                  f"{w_reg:.2f} s (cpu {c_reg:.2f})  o3d {w_o3d:.2f} s  "
+                  f"TRE mm (r=rejected)/o3d: {', '.join(line)}"
+                  + (f"  [{r.reason}]" if r.reason else ""), flush=True)
+    if not rows:
+        print("no cases")
+        return 1
+    _summary(rows, cases_out, args)
+    return 0
+
+
+def _summary(rows, cases_out, args) -> None:
+    tre = np.array([r["tre"] for r in rows])
+    acc = np.array([r["accepted"] for r in rows])
+    o3d = np.array([r["tre_o3d"] for r in rows])
+    wr = [c["w_reg"] for c in cases_out]
+    wo = [c["w_o3d"] for c in cases_out]
+    print("\n== summary ==")
+    print(f"machine: {platform.machine()} {os.cpu_count()} cpu, python "
+          f"{platform.python_version()}, load average {os.getloadavg()[0]:.1f}")
+    print(f"cases {len(cases_out)}, vertebrae {len(rows)}, mean scan "
+          f"{np.mean([c['n'] for c in cases_out]):.0f} points")
+    for suite in sorted({r["suite"] for r in rows}):
+        m = np.array([r["suite"] == suite for r in rows])
+        a = acc & m
+        wrong = int(np.sum(a & (tre > 2.0)))
+        ta = tre[a]
+        med = f"{np.median(ta):.2f}" if len(ta) else "-"
+        p95 = f"{np.percentile(ta, 95):.2f}" if len(ta) else "-"
+        print(f"[{suite}] arspine accepted {a.sum()}/{m.sum()} ({a.sum() / m.sum():.0%}); "
+              f"accepted TRE median {med} mm, p95 {p95} mm; accepted with TRE > 2 mm: {wrong}"
+              f"; all (incl. rejected) median {np.median(tre[m]):.2f} mm")
+        if np.isfinite(o3d[m]).any():
+            print(f"[{suite}] open3d plain TRE median {np.nanmedian(o3d[m]):.1f} mm, "
+                  f"<= 2 mm: {np.mean(o3d[m] <= 2):.0%}")
+    print(f"time per registration: arspine median {statistics.median(wr):.2f} s, "
+          f"open3d median {np.nanmedian(wo):.2f} s, ratio open3d/arspine "
+          f"{np.nanmedian(wo) / statistics.median(wr):.1f}x")
+    if np.isfinite(o3d).any() and acc.any():
+        print(f"TRE ratio (median open3d / median arspine accepted): "
+              f"{np.nanmedian(o3d) / np.median(tre[acc]):.0f}x")
+    _plots(rows, Path(args.plots))
+
+
+def _plots(rows, outdir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    tre = np.array([r["tre"] for r in rows])
+    acc = np.array([r["accepted"] for r in rows])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    bins = np.linspace(0, 3, 31)
+    ax.hist(np.clip(tre[acc], 0, 3), bins=bins, label="accepted", color="tab:green")
+    ax.hist(np.clip(tre[~acc], 0, 3), bins=bins, label="rejected (clipped at 3)",
+            color="tab:red", alpha=0.6)
+    ax.axvline(2.0, color="k", ls="--", lw=1)
+    ax.set_xlabel("per-vertebra TRE (mm)")
+    ax.set_ylabel("vertebrae")
+    ax.legend()
+    ax.set_title("arspine registration: TRE per vertebra")
+    fig.tight_layout()
+    fig.savefig(outdir / "registration_tre_hist.png", dpi=100)
+    levels = [lv for lv in ["T11", "T12", "L1", "L2", "L3", "L4", "L5", "S1"]
+              if any(r["level"] == lv and r["accepted"] for r in rows)]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    data = [[r["tre"] for r in rows if r["level"] == lv and r["accepted"]] for lv in levels]
+    if data:
+        ax.boxplot(data, labels=levels)
+    ax.axhline(2.0, color="k", ls="--", lw=1)
+    ax.set_ylabel("TRE (mm), accepted")
+    ax.set_title("arspine registration: TRE per level")
+    fig.tight_layout()
+    fig.savefig(outdir / "registration_tre_per_level.png", dpi=100)
+    print(f"plots: {outdir / 'registration_tre_hist.png'}, "
+          f"{outdir / 'registration_tre_per_level.png'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
