@@ -146,3 +146,22 @@ def test_plan_screws_are_drawn(case, tmp_path):
     assert diff.sum() > 100  # the screw is visible
     rgb = outs["with"][diff]
     assert np.mean(rgb[:, 1] > rgb[:, 0]) > 0.9  # and green
+
+
+def test_video_see_through_composites_onto_the_scene(case, tmp_path):
+    out = tmp_path / "out"
+    assert main(["render", "--case", str(case["folder"]), "--display", "quest3", "--out",
+                 str(out), "--no-progress"]) == 0
+    eyes = json.loads((out / "eyes.json").read_text())
+    img = np.array(Image.open(out / "left.png")).astype(int)
+    assert img.shape == (2208, 2064, 4) and np.all(img[..., 3] == 255)
+    e = eyes["frames"][0]["left"]
+    Tws = np.array(eyes["T_world_from_sensor"])
+    world = case["T"].apply(case["targets"]["L3"]) @ Tws[:3, :3].T + Tws[:3, 3]
+    uv, _ = project_points(np.array(e["K"]), np.array(e["T_eye_from_world"]), world)
+    px = np.round(uv).astype(int)
+    l3 = img[px[:, 1], px[:, 0], :3]
+    assert np.all(l3[:, 1] > l3[:, 2])  # L3's green-yellow over the scene
+    # the camera view is more than the empty room: skin-coloured pixels fill much of it
+    skin = (img[..., 0] > img[..., 2] + 40) & (img[..., 0] > 100)
+    assert skin.mean() > 0.1

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from arspine.errors import InputError, RegistrationRejected
 
-__all__ = ["HELP", "add_arguments", "run", "write_png", "sensor_poses_from_result"]
+__all__ = ["HELP", "add_arguments", "run", "write_png", "sensor_poses_from_result",
+           "video_scene"]
 
 HELP = "render the per-eye overlay (RGBA PNGs + eyes.json) for a head pose or trajectory"
 
@@ -132,6 +133,32 @@ def _load_screws(args, case):
     return []
 
 
+def video_scene(surfaces: dict, T_world_from_ct, seed: int = 0) -> list:
+    """The surgical scene around the vertebrae (skin, wound walls, drapes, retractors; no
+    bone) in the world frame: the camera view of a video see-through display.
+
+    Built by :func:`arspine.datasets.scene.build_scene` around the posed levels; an empty list
+    when it cannot be built (e.g. a single level gives no spine axis).
+    """
+    import numpy as np
+
+    from arspine.datasets.anatomy import estimate_axes
+    from arspine.datasets.scene import SceneConfig, build_scene
+    from arspine.navigation.geometry import Mesh
+
+    if len(surfaces) < 2:
+        return []
+    parts, _ = build_scene(surfaces, sorted(surfaces), estimate_axes(surfaces), None,
+                           SceneConfig(), np.random.default_rng(seed))
+    out = []
+    for part in parts:
+        if part.level is not None or part.mesh.n_faces == 0:
+            continue  # bone is the overlay's job
+        out.append(Mesh(T_world_from_ct.apply(part.mesh.vertices), part.mesh.faces,
+                        name=f"scene{part.label}", frame="world"))
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -220,7 +247,11 @@ def run(args: argparse.Namespace) -> int:
     frames = []
     from tqdm import tqdm
 
-    with OverlayRenderer(display, surfaces, screws, style=args.style,
+    scene = None
+    if display.see_through == "video":
+        T_scene = T_any or T_world_from_ct[sorted(T_world_from_ct)[len(T_world_from_ct) // 2]]
+        scene = video_scene(surfaces, T_scene, args.seed) or None
+    with OverlayRenderer(display, surfaces, screws, style=args.style, scene=scene,
                          screws_on_top=True if args.screws_on_top else None) as ren:
         ren.set_poses(T_world_from_ct)
         bar = tqdm(total=len(times), desc="render", unit="frame",
