@@ -165,3 +165,15 @@ def test_video_see_through_composites_onto_the_scene(case, tmp_path):
     # the camera view is more than the empty room: skin-coloured pixels fill much of it
     skin = (img[..., 0] > img[..., 2] + 40) & (img[..., 0] > 100)
     assert skin.mean() > 0.1
+
+
+def test_clip_depth_hides_the_deep_anatomy(case, tmp_path):
+    cover = {}
+    for name, extra in (("solid", []), ("clip", ["--style", "clip", "--clip-depth-mm", "12"])):
+        out = tmp_path / name
+        assert main(["render", "--case", str(case["folder"]), "--out", str(out),
+                     "--no-progress"] + extra) == 0
+        cover[name] = np.array(Image.open(out / "left.png"))[..., 3] > 0
+    assert cover["clip"].sum() > 0.05 * cover["solid"].sum()
+    assert cover["clip"].sum() < 0.8 * cover["solid"].sum()
+    assert not np.any(cover["clip"] & ~cover["solid"])

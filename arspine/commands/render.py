@@ -11,7 +11,7 @@ from pathlib import Path
 from arspine.errors import InputError, RegistrationRejected
 
 __all__ = ["HELP", "add_arguments", "run", "write_png", "sensor_poses_from_result",
-           "video_scene"]
+           "video_scene", "surface_plane"]
 
 HELP = "render the per-eye overlay (RGBA PNGs + eyes.json) for a head pose or trajectory"
 
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--display", default="default", help="display preset (default, "
                         "hololens2, magicleap2, waveguide_glasses, quest3)")
     parser.add_argument("--style", default="solid",
-                        help="solid, transparent, outline, depth (default solid)")
+                        help="solid, transparent, outline, depth, clip (default solid)")
     parser.add_argument("--duration-s", type=float, default=2.0,
                         help="simulated trajectory length (default 2 s)")
     parser.add_argument("--rate-hz", type=float, default=15.0,
@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", help="surgical plan JSON (screws) to draw")
     parser.add_argument("--propose-screws", action="store_true",
                         help="propose and draw pedicle screws from the CT and labels")
+    parser.add_argument("--clip-depth-mm", type=float,
+                        help="hide what lies deeper than this below the most posterior bone "
+                             "(a surface plane facing the surgeon)")
     parser.add_argument("--screws-on-top", action="store_true",
                         help="draw planned screws over the bone even where it hides them "
                              "(always on for --style outline)")
@@ -159,6 +162,23 @@ def video_scene(surfaces: dict, T_world_from_ct, seed: int = 0) -> list:
     return out
 
 
+def surface_plane(surfaces: dict, T_world_from_ct: dict, depth_mm: float):
+    """``(point_world, normal_world)``: a plane facing posterior (towards the surgeon of a
+    prone patient), ``depth_mm`` below the most posterior bone; what lies deeper is hidden."""
+    import numpy as np
+
+    from arspine.datasets.anatomy import estimate_axes
+
+    if len(surfaces) < 2:
+        raise InputError("--clip-depth-mm needs two or more posed levels (for the spine axes)")
+    posterior_ct = estimate_axes(surfaces)[:, 1]
+    pts = np.concatenate([T_world_from_ct[lv].apply(m.vertices) for lv, m in surfaces.items()])
+    post = np.mean([T_world_from_ct[lv].apply_vectors(posterior_ct) for lv in surfaces], axis=0)
+    post /= np.linalg.norm(post)
+    top = pts[np.argmax(pts @ post)]
+    return top - depth_mm * post, post
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -175,9 +195,12 @@ def run(args: argparse.Namespace) -> int:
     from arspine.overlay.renderer import STYLES, OverlayRenderer
 
     display = get_display(args.display)
-    if args.style not in STYLES or args.style == "clip":
-        raise InputError(f"--style must be one of solid, transparent, outline, depth, got "
-                         f"{args.style!r}")
+    if args.style not in STYLES:
+        raise InputError(f"--style must be one of {', '.join(STYLES)}, got {args.style!r}")
+    if args.style == "clip" and args.clip_depth_mm is None:
+        raise InputError("--style clip needs --clip-depth-mm")
+    if args.clip_depth_mm is not None and not args.clip_depth_mm > 0:
+        raise InputError(f"--clip-depth-mm must be > 0, got {args.clip_depth_mm}")
     if not (args.rate_hz > 0 and args.duration_s > 0):
         raise InputError(f"--rate-hz and --duration-s must be > 0, got {args.rate_hz}, "
                          f"{args.duration_s}")
@@ -247,11 +270,16 @@ def run(args: argparse.Namespace) -> int:
     frames = []
     from tqdm import tqdm
 
+    clip_plane = None
+    if args.clip_depth_mm is not None:
+        clip_plane = surface_plane(surfaces, T_world_from_ct if T_any is None else
+                                   {lv: T_any for lv in surfaces}, args.clip_depth_mm)
     scene = None
     if display.see_through == "video":
         T_scene = T_any or T_world_from_ct[sorted(T_world_from_ct)[len(T_world_from_ct) // 2]]
         scene = video_scene(surfaces, T_scene, args.seed) or None
     with OverlayRenderer(display, surfaces, screws, style=args.style, scene=scene,
+                         clip_plane=clip_plane,
                          screws_on_top=True if args.screws_on_top else None) as ren:
         ren.set_poses(T_world_from_ct)
         bar = tqdm(total=len(times), desc="render", unit="frame",
