@@ -7,6 +7,8 @@ ct/ | ct.nii.gz | ct.nrrd     the CT (DICOM series or one file)
 labels.nii.gz  vertebra label map on the CT grid (optional)
 surfaces/L3.ply  vertebra surfaces in ct mm (only for cases without a CT, e.g. a shape model)
 scan.ply       point cloud in the sensor frame, mm, with a per-point "label" field
+depth.png      the organised depth image behind scan.ply (camera sensors; 16-bit, units of
+               case.json depth_image.depth_scale_mm; intrinsics depth_image.K)
 frames/0000.ply, ...  a sequence instead of (or besides) scan.ply
 truth.json     {"vertebrae": {"L3": {"T_sensor_from_ct": 4x4, "targets_ct_mm": [[x,y,z],...]}},
                 "frames": [{"index", "timestamp_s", "vertebrae": {"L3": {"T_sensor_from_ct"}}}]}
@@ -227,6 +229,17 @@ def _write_scan(tmp: Path, scan, case: dict, truth: dict, write_points) -> None:
     if frames is None:
         write_points(tmp / "scan.ply", first.cloud)
         case["scan"] = "scan.ply"
+        if first.sensor.kind == "pinhole" and first.depth_mm is not None:
+            # The organised image behind scan.ply, for depth-image methods: 16-bit PNG in
+            # units of depth_scale_mm; depth_to_points(image, K, depth_scale_mm=...) gives the
+            # scan's points back (to the quantisation).
+            from arspine.datasets.io import write_depth_image
+
+            zmax = float(np.nanmax(first.depth_mm)) if np.isfinite(first.depth_mm).any() else 0
+            scale = 0.1 if zmax < 6500 else 1.0
+            write_depth_image(tmp / "depth.png", first.depth_mm, depth_scale_mm=scale)
+            case["depth_image"] = {"file": "depth.png", "depth_scale_mm": scale,
+                                   "K": first.sensor.K.tolist()}
         return
     (tmp / "frames").mkdir()
     case["frames"] = "frames"

@@ -59,7 +59,9 @@ class SimulatedScan:
         Per-level posture change.
     sensor : SensorModel
     depth_mm : (H, W) float64
-        Range image along each ray (NaN = no return), before outliers.
+        The image the cloud was made from, mm (NaN = no return): z-depth per pixel for a
+        camera (``depth_to_points(depth_mm, sensor.K)`` gives ``cloud.points`` back in the
+        same order), range per sample for a LiDAR.
     config : dict
         Everything needed to describe the draw (seed, motion, fractions).
     """
@@ -261,26 +263,34 @@ def _cast(parts: list[SceneMesh], sensor: SensorModel, T_sensor_from_patient: Ri
             w = rng.random((H, W))
             mixed = np.where(cand, w * rimg + (1 - w) * nb, mixed)
             fly |= cand
-    r = mixed.ravel()
+    r = mixed.ravel().copy()
     valid = np.isfinite(r)
     lab = label.copy()
     lab[fly.ravel() & valid] = LABELS["flying_pixel"]
-    pts = dirs_s.reshape(-1, 3)[valid] * r[valid, None]
-    lab = lab[valid]
-    n_valid = len(pts)
 
-    # Random outliers in the viewing frustum (dust, specular glints, multipath).
-    n_out = int(round(outlier_fraction / max(1e-9, 1 - outlier_fraction) * n_valid))
-    if n_out:
-        idx = rng.integers(0, H * W, n_out)
-        d = dirs_s.reshape(-1, 3)[idx]
-        med = np.nanmedian(r) if n_valid else sensor.working_distance_mm
-        rr = rng.uniform(0.4 * med, 1.3 * med, n_out)
-        pts = np.concatenate([pts, d * rr[:, None]])
-        lab = np.concatenate([lab, np.full(n_out, LABELS["outlier"])])
-    # Shuffle-free order: image order, outliers last (deterministic for a seed).
-    cloud = PointCloud(pts, labels=lab.astype(np.int32), frame="sensor")
-    return cloud, np.where(np.isfinite(rimg), rimg, np.nan)
+    # Random outliers (dust, specular glints, multipath): corrupted pixels, one value per
+    # pixel like a real sensor, so the cloud stays an organised depth image. Pixels with no
+    # return are used first; the count makes them exactly ``outlier_fraction`` of the cloud.
+    n_valid = int(valid.sum())
+    n_need = int(round(outlier_fraction / max(1e-9, 1 - outlier_fraction) * n_valid))
+    if n_need:
+        empty = np.flatnonzero(~valid)
+        if n_need <= len(empty):
+            idx = rng.choice(empty, n_need, replace=False)
+        else:
+            n_rep = int(round(outlier_fraction * (n_valid + len(empty)))) - len(empty)
+            idx = np.concatenate([empty, rng.choice(np.flatnonzero(valid), max(n_rep, 0),
+                                                    replace=False)])
+        med = float(np.nanmedian(r)) if n_valid else sensor.working_distance_mm
+        r[idx] = rng.uniform(0.4 * med, 1.3 * med, len(idx))
+        lab[idx] = LABELS["outlier"]
+        valid = np.isfinite(r)
+    d = dirs_s.reshape(-1, 3)
+    pts = d[valid] * r[valid, None]
+    cloud = PointCloud(pts, labels=lab[valid].astype(np.int32), frame="sensor")
+    # The image the cloud came from: z-depth for cameras, range for a LiDAR (NaN = none).
+    img = r * d[:, 2] if sensor.kind == "pinhole" else r
+    return cloud, img.reshape(H, W)
 
 
 def _check_scales(outlier_fraction, noise_scale, dropout_scale) -> None:

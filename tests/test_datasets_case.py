@@ -157,3 +157,17 @@ def test_same_seed_same_case_bytes(ssm, tmp_path):
                                   np.asarray(nib.load(str(b / f)).dataobj))
         else:
             assert (a / f).read_bytes() == (b / f).read_bytes(), f
+
+
+def test_depth_image_reproduces_the_scan(ssm_case):
+    from arspine.datasets.io import depth_to_points, read_depth_image
+
+    scan, folder = ssm_case
+    case = load_case(folder)
+    di = case.meta["depth_image"]
+    depth = read_depth_image(folder / di["file"], depth_scale_mm=di["depth_scale_mm"])
+    assert depth.shape == (scan.sensor.height, scan.sensor.width)
+    pts = depth_to_points(depth, np.array(di["K"])).points
+    assert len(pts) == len(case.scan)
+    # same pixels, same order; quantisation 0.1 mm in z
+    assert np.max(np.abs(pts - case.scan.points)) < 0.2
