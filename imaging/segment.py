@@ -6,9 +6,10 @@ large connected components.
 `split_vertebrae` follows the vertebral-body axis slice by slice (the thickest bone near
 the body midline), measures the body's HU along that axis and cuts at the disc spaces (minima
 between bright endplates), perpendicular to the local axis. Segments are named counting up
-from the sacrum when it is visible and every segment height is plausible, else ``V1..Vn``
-cranial to caudal; ``labels.meta["naming"]`` says which. A wrong name is worse than none:
-anything irregular falls back to ``V1..Vn``.
+from the sacrum and/or from the lowest rib (T12) when visible (both must agree when both are
+seen) and every segment height is plausible, else ``V1..Vn`` cranial to caudal;
+``labels.meta["naming"]`` says which. A wrong name is worse than none: anything irregular or
+contradictory falls back to ``V1..Vn``.
 """
 
 from __future__ import annotations
@@ -347,11 +348,13 @@ def split_vertebrae(bone_mask: np.ndarray, ct, min_score_hu: float = 40.0,
     Returns
     -------
     VertebraLabels
-        Ids 1..n cranial to caudal. Names are clinical (counted up from ``S1``) when the
-        sacrum is found below the last disc and every whole segment has a plausible height
-        (0.7-1.35 times the median: a missed or spurious disc would shift every name), else
-        ``V1..Vn``; ``meta["naming"]`` says which (``"sacrum"`` or ``"unlabelled"``),
-        ``meta["discs_mm"]`` gives the disc centres.
+        Ids 1..n cranial to caudal. Names are clinical when every whole segment has a
+        plausible height (0.7-1.35 times the median: a missed or spurious disc would shift
+        every name) and the sacrum is found below the last disc (counted up from ``S1``)
+        and/or the lowest rib head is seen with a rib-free level below it (that level is
+        ``T12``); when both are seen they must agree on five lumbar levels. Else ``V1..Vn``.
+        ``meta["naming"]`` is ``"sacrum+rib"``, ``"sacrum"``, ``"rib"`` or ``"unlabelled"``,
+        ``meta["naming_note"]`` explains, ``meta["discs_mm"]`` gives the disc centres.
 
     Raises
     ------
@@ -391,6 +394,7 @@ def split_vertebrae(bone_mask: np.ndarray, ct, min_score_hu: float = 40.0,
     pts = pos @ M.T + t0
     d_in = np.linalg.norm(np.cross(pts - track[pos[:, 2]], tang[pos[:, 2]]), axis=1)
     keep = d_in <= radius_mm
+    lateral = (pos[~keep], pts[~keep], d_in[~keep])  # rib candidates, for naming
     pos, pts = pos[keep], pts[keep]
     # Segment index = number of disc planes the voxel lies above (caudal segment = 0).
     seg = np.zeros(len(pts), dtype=np.int32)
@@ -425,7 +429,12 @@ def split_vertebrae(bone_mask: np.ndarray, ct, min_score_hu: float = 40.0,
     regular = _regular_heights(heights, [s for s, _, _ in kept])
     sacrum = bool(kept) and kept[0][0] == 0 and regular and \
         _sacrum_below(ct, mask, track, valid, order)
-    naming, names = _name_segments(n, sacrum)
+    rib_seg = _lowest_rib_segment(ct, lateral, track, tang, discs, radius_mm, m.shape) \
+        if regular else None
+    # The lowest rib must have a rib-free segment below it to be the lowest.
+    if rib_seg is not None and not any(s < rib_seg for s, _, _ in kept):
+        rib_seg = None
+    naming, names, note = _name_segments([s for s, _, _ in kept], sacrum, rib_seg)
     labels = np.zeros(m.shape, dtype=np.uint8 if n < 255 else np.int32)
     for rank, (_s, lo, crop) in enumerate(sorted(kept, key=lambda x: -x[0])):
         hi = lo + np.array(crop.shape)
@@ -434,7 +443,8 @@ def split_vertebrae(bone_mask: np.ndarray, ct, min_score_hu: float = 40.0,
     arr = np.transpose(labels, inv)
     names_by_id = {rank + 1: names[rank] for rank in range(n)}
     out = VertebraLabels(arr, ct.T_ct_from_ijk, names_by_id)
-    out.meta.update({"naming": naming, "discs_mm": [track[k].tolist() for k in discs],
+    out.meta.update({"naming": naming, "naming_note": note,
+                     "discs_mm": [track[k].tolist() for k in discs],
                      "segment_heights_mm": heights.tolist(), "profile_hu": prof.tolist()})
     return out
 
@@ -480,12 +490,83 @@ def _regular_heights(heights: np.ndarray, kept: list[int], lo: float = 0.7,
     return all(lo * med <= h <= hi * med for h in inner) and 15.0 <= med <= 50.0
 
 
-def _name_segments(n: int, sacrum: bool) -> tuple[str, list[str]]:
-    """Clinical names cranial to caudal counted up from the sacrum, else ``V1..Vn``."""
-    if sacrum and n >= 2:
-        # Five lumbar levels assumed (L6 / T13 variants cannot be told apart here).
-        order = ["S1", "L5", "L4", "L3", "L2", "L1"] + [f"T{i}" for i in range(12, 0, -1)] + \
-            [f"C{i}" for i in range(7, 0, -1)]
-        if n <= len(order):
-            return "sacrum", order[:n][::-1]
-    return "unlabelled", [f"V{r + 1}" for r in range(n)]
+def _lowest_rib_segment(ct, lateral, track: np.ndarray, tang: np.ndarray, discs: list[int],
+                        radius_mm: float, shape, min_reach_mm: float = 80.0,
+                        max_volume_mm3: float = 40000.0,
+                        max_section_mm2: float = 200.0) -> int | None:
+    """Segment index (0 = caudal) of the lowest rib head, or None.
+
+    A rib is a thin bone piece outside the spine cylinder that starts at it (medial end
+    within 6 mm of ``radius_mm``), reaches ``min_reach_mm`` from the body axis, is smaller
+    than ``max_volume_mm3`` and thin: volume per radial length at most ``max_section_mm2``
+    (ribs 40-85 mm^2 in the real CT; the ilium 900-1000, 420 even when cut by the scan).
+    Its medial end (the head) decides the level: the shaft of the 12th rib descends to L1-L2
+    height, its head does not. Lumbar transverse processes reach 55-70 mm from the body axis
+    here, hence 80 mm.
+    """
+    from scipy import ndimage
+
+    pos, pts, d = lateral
+    near = d <= 130.0
+    pos, pts, d = pos[near], pts[near], d[near]
+    if len(pos) == 0:
+        return None
+    lo = pos.min(axis=0)
+    vol = np.zeros(tuple(pos.max(axis=0) - lo + 1), dtype=bool)
+    vol[tuple((pos - lo).T)] = True
+    lab, n = ndimage.label(vol, structure=np.ones((3, 3, 3), bool))
+    cid = lab[tuple((pos - lo).T)]
+    voxel_mm3 = float(abs(np.linalg.det(ct.T_ct_from_ijk[:3, :3])))
+    best = None
+    for c in range(1, n + 1):
+        sel = cid == c
+        if sel.sum() * voxel_mm3 > max_volume_mm3:
+            continue
+        dc = d[sel]
+        if dc.min() > radius_mm + 6.0 or dc.max() < min_reach_mm:
+            continue
+        if sel.sum() * voxel_mm3 / max(dc.max() - dc.min(), 1e-6) > max_section_mm2:
+            continue  # a plate (ilium), not a rib
+        head = pts[sel][int(np.argmin(dc))]
+        seg = sum(int((head - track[k]) @ tang[k] > 0) for k in discs)
+        best = seg if best is None else min(best, seg)
+    return best
+
+
+def _name_segments(segs: list[int], sacrum: bool, rib_seg: int | None
+                   ) -> tuple[str, list[str], str]:
+    """Names cranial to caudal for segment indices ``segs`` (0 = caudal, ascending).
+
+    From the sacrum (caudal segment S1) and/or the lowest rib (T12); when both are seen they
+    must agree on five lumbar levels, else nothing is named (a transitional vertebra or a
+    missing 12th rib makes either count wrong, and the two disagreeing says so).
+    """
+    order = ["S1", "L5", "L4", "L3", "L2", "L1"] + [f"T{i}" for i in range(12, 0, -1)] + \
+        [f"C{i}" for i in range(7, 0, -1)]
+    unnamed = [f"V{r + 1}" for r in range(len(segs))]
+    base = None
+    how = "unlabelled"
+    note = ""
+    if sacrum and rib_seg is not None:
+        if rib_seg - segs[0] == order.index("T12"):
+            base, how, note = segs[0], "sacrum+rib", "sacrum and lowest rib agree"
+        else:
+            note = (f"sacrum and lowest rib disagree ({rib_seg - segs[0] - 1} lumbar-type "
+                    "levels between them): transitional anatomy, levels not named")
+    elif sacrum:
+        base, how, note = segs[0], "sacrum", "counted up from the sacrum, no rib in view"
+    elif rib_seg is not None:
+        base, how = rib_seg - order.index("T12"), "rib"
+        note = "counted from the lowest rib (T12); a missing 12th rib would shift every name"
+        if segs[0] - base < 1:  # would name a segment S1 without seeing the sacrum
+            base, how = None, "unlabelled"
+            note = "lowest rib found but the caudal levels would reach the sacrum unseen"
+    if base is None:
+        return "unlabelled", unnamed[::1], note
+    names = []
+    for s in segs:
+        i = s - base
+        if not 0 <= i < len(order):
+            return "unlabelled", unnamed, note + "; levels beyond C1..S1"
+        names.append(order[i])
+    return how, names[::-1], note

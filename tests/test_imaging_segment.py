@@ -38,7 +38,7 @@ def test_poor_mask_is_never_named_wrongly(real):
 
 def test_split_names_levels_from_the_sacrum(real):
     _, truth, _, split = real
-    assert split.meta["naming"] == "sacrum"
+    assert split.meta["naming"] == "sacrum+rib"  # both seen, and they agree
     assert split.levels == ["T12", "L1", "L2", "L3", "L4", "L5", "S1"]
     # Each predicted level overlaps its own TotalSegmentator level most.
     for lv in split.levels:
@@ -63,15 +63,41 @@ def test_split_against_totalsegmentator_numbers(real):
         assert z[down] < d[2] < z[up]
 
 
-def test_split_without_sacrum_is_unlabelled(real):
-    ct, _, bone, _ = real
-    # Cut the scan just above the L5/S1 disc: no sacrum below, no rib named: V1..Vn.
-    k0 = 47
-    sub = CtVolume(ct.hu[:, :, k0:].copy(), ct.T_ct_from_ijk @ np.array(
-        [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, k0], [0, 0, 0, 1.0]]))
-    split = split_vertebrae(bone[:, :, k0:], sub)
-    assert split.meta["naming"] == "unlabelled"
-    assert split.levels[0] == "V1" and len(split.levels) >= 4
+def _crop(ct, bone, k0, k1):
+    T = ct.T_ct_from_ijk @ np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, k0], [0, 0, 0, 1.0]])
+    return CtVolume(ct.hu[:, :, k0:k1].copy(), T), bone[:, :, k0:k1]
+
+
+def _truth_names(split, truth_array):
+    out = []
+    for lv in split.levels:
+        ids, counts = np.unique(truth_array[split.mask(lv)], return_counts=True)
+        counts[ids == 0] = 0
+        out.append(int(ids[np.argmax(counts)]))
+    return out
+
+
+def test_split_names_from_the_lowest_rib_without_sacrum(real):
+    ct, truth, bone, _ = real
+    sub, b = _crop(ct, bone, 60, 112)  # cut above L5: no sacrum, the 12th ribs in view
+    split = split_vertebrae(b, sub)
+    assert split.meta["naming"] == "rib"
+    assert split.levels == ["T12", "L1", "L2", "L3", "L4"]
+    ids = _truth_names(split, truth.array[:, :, 60:])
+    assert [truth.names[i] for i in ids] == split.levels
+
+
+@pytest.mark.parametrize("k0, k1", [(20, 112), (40, 112), (47, 112), (0, 95), (47, 95)])
+def test_split_never_names_a_level_wrongly(real, k0, k1):
+    """Scans cut at several heights: names are right or absent (V1..Vn), never shifted."""
+    ct, truth, bone, _ = real
+    sub, b = _crop(ct, bone, k0, k1)
+    split = split_vertebrae(b, sub)
+    ids = _truth_names(split, truth.array[:, :, k0:k1])
+    if split.meta["naming"] == "unlabelled":
+        assert all(lv.startswith("V") for lv in split.levels)
+    else:
+        assert [truth.names[i] for i in ids] == split.levels
 
 
 def test_contrast_thorax_refused_not_mislabelled(data_dir):
