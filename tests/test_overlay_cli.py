@@ -41,6 +41,8 @@ def test_render_one_pose_targets_fall_on_anatomy(case, tmp_path):
     eyes = json.loads((out / "eyes.json").read_text())
     assert len(eyes["frames"]) == 1
     Tws = np.array(eyes["T_world_from_sensor"])
+    np.testing.assert_allclose(eyes["T_world_from_ct"]["L3"], Tws @ case["T"].as_matrix(),
+                               atol=1e-9)
     for side in ("left", "right"):
         e = eyes["frames"][0][side]
         img = np.array(Image.open(out / e["image"]))

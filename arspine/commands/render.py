@@ -300,6 +300,8 @@ def run(args: argparse.Namespace) -> int:
     eyes = {"frames": frames, "display": display.to_dict(), "style": args.style,
             "T_world_from_sensor": T_world_from_sensor.as_matrix().tolist(),
             "levels": sorted(surfaces), "latency_s": args.latency_s,
+            "T_world_from_ct": {lv: (T_any or T_world_from_ct[lv]).as_matrix().tolist()
+                                for lv in sorted(surfaces)},
             "predictor": args.predictor if args.latency_s > 0 else None,
             "convention": "eye x right, y down, z forward; pixel (u, v) = K @ (x/z, y/z, 1), "
                           "pixel centres at integers, (0, 0) top-left"}
