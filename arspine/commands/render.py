@@ -219,6 +219,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise InputError(f"case {case.folder} has no truth.json: pass --result result.json")
 
+    # Head poses (read first: a bad file fails before any heavy work).
+    traj = load_head_poses(args.head_pose) if args.head_pose else None
     surfaces = case.load_surfaces()
     if "*" not in sensor_poses:
         surfaces = {lv: m for lv, m in surfaces.items() if lv in sensor_poses}
@@ -227,11 +229,7 @@ def run(args: argparse.Namespace) -> int:
                              f"{sorted(sensor_poses)}")
     screws = _load_screws(args, case)
 
-    # Head poses and where the sensor sits in the room.
-    if args.head_pose:
-        traj = load_head_poses(args.head_pose)
-    else:
-        traj = None
+    # Where the sensor sits in the room.
     T_world_from_sensor = traj.sensor_pose() if traj is not None \
         else default_T_world_from_sensor()
     T_world_from_ct = {lv: T_world_from_sensor @ T for lv, T in sensor_poses.items()}
