@@ -238,7 +238,17 @@ class HeadTrajectory:
 
 
 def _checked_rigid(m: object, name: str) -> np.ndarray:
-    return RigidTransform.from_matrix(as_matrix4(m, name), "a", "b").as_matrix()
+    """A rigid 4x4; rotations off SO(3) by < 1e-3 (float32 writers) are re-orthonormalised."""
+    a = as_matrix4(m, name)
+    r = a[:3, :3]
+    err = float(np.abs(r.T @ r - np.eye(3)).max())
+    if err > 1e-3 or np.linalg.det(r) < 0:
+        raise InputError(f"{name} is not a rigid transform (max |R^T R - I| = {err:.2e}, "
+                         f"det {np.linalg.det(r):.3f})")
+    try:
+        return RigidTransform.from_matrix(a, "a", "b", orthonormalize=True).as_matrix()
+    except InputError as exc:
+        raise InputError(f"{name}: {exc}") from None
 
 
 def load_head_poses(path: str | os.PathLike) -> HeadTrajectory:

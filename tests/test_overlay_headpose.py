@@ -91,3 +91,16 @@ def test_bad_files_and_arguments(tmp_path):
         simulate_head_trajectory("running")
     with pytest.raises(InputError, match="strictly increasing"):
         HeadTrajectory(np.array([0.0, 0.0]), np.stack([np.eye(4)] * 2))
+
+
+def test_float32_poses_are_accepted_and_non_rigid_ones_refused(tmp_path):
+    m = look_at([0, -250, 450], [0, 0, 0]).astype(np.float32).astype(np.float64)
+    p = tmp_path / "pose.json"
+    p.write_text(json.dumps({"T_world_from_head": m.tolist()}))
+    back = load_head_poses(p).T_world_from_head[0]
+    np.testing.assert_allclose(back, m, atol=1e-6)
+    np.testing.assert_allclose(back[:3, :3].T @ back[:3, :3], np.eye(3), atol=1e-12)
+    m[0, 0] *= 2.0
+    p.write_text(json.dumps({"T_world_from_head": m.tolist()}))
+    with pytest.raises(InputError, match="not a rigid transform"):
+        load_head_poses(p)
