@@ -423,7 +423,8 @@ def simulate_sequence(anatomy, n_frames: int = 30, sensor: str | SensorModel = "
                       progress: bool = False, **scan_kwargs) -> SimulatedSequence:
     """A sequence of scans: breathing moves the vertebrae, the sensor drifts.
 
-    Breathing is a ~2 mm periodic displacement mostly along the posterior axis (PMC6686387
+    Breathing is a ~2 mm (peak to peak, ``breathing_amplitude_mm``) periodic displacement
+    mostly along the posterior axis (PMC6686387
     reports ~2 mm vertebral motion with respiration), with a per-level amplitude that varies
     +-30 % so neighbours do not move identically; soft tissue follows the mean. The sensor
     translates and rotates slowly along a smooth random path (an arm being adjusted or a
@@ -473,7 +474,8 @@ def simulate_sequence(anatomy, n_frames: int = 30, sensor: str | SensorModel = "
     for i in tqdm(range(int(n_frames)), disable=not progress, desc="frames"):
         ts = i / frame_rate_hz
         s = np.sin(2 * np.pi * breathing_rate_hz * ts + phase0) - np.sin(phase0)
-        shift = {lv: s * amp[lv] * (post + 0.15 * cran) for lv in levels}
+        # amp is peak-to-peak: s spans 2 over a breath
+        shift = {lv: 0.5 * s * amp[lv] * (post + 0.15 * cran) for lv in levels}
         mean_shift = np.mean([shift[lv] for lv in exposed], axis=0)
         moved = setup["parts"] if i == 0 else [
             replace(p, mesh=Mesh(p.mesh.vertices + (shift[p.level] if p.level is not None

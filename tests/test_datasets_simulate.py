@@ -201,8 +201,8 @@ def test_sequence_breathing_and_timestamps(ssm):
     T0 = seq.frames[0].truth[lv]
     shifts = [np.linalg.norm((T0.inv() @ f.truth[lv]).translation_mm) for f in seq.frames]
     assert shifts[0] == pytest.approx(0.0, abs=1e-9)
-    # breathing displaces the vertebra by up to ~2 mm (x per-level factor 0.7-1.3)
-    assert 0.5 < max(shifts) < 3.5
+    # breathing displaces the vertebra by up to ~2 mm peak to peak (x per level 0.7-1.3)
+    assert 0.3 < max(shifts) < 2.8
     # the bone points of each frame agree with that frame's truth
     for f in seq.frames[::2]:
         pts = f.cloud.points[f.cloud.labels == bone_label(lv)]
