@@ -149,21 +149,25 @@ def _frame(a: np.ndarray, n: np.ndarray) -> np.ndarray:
 
 
 def exposure_hypotheses(scan, model, step_mm: float = 5.0, depth_steps=(-6, 0, 6),
-                        psi_deg=(-12.0, 0.0, 12.0), tau_mm: float = 4.0, top_k: int = 8,
+                        psi_deg=(-12.0, 0.0, 12.0, 90.0), tau_mm: float = 4.0, top_k: int = 8,
                         max_points: int = 600, seed: int = 0) -> list[Hypothesis]:
     """Sweep hypotheses pooled over the scan's candidate exposures (best first)."""
     out: list[Hypothesis] = []
-    for mask, normal in scan.regions:
-        out += region_hypotheses(scan.fine[mask], scan.fine_normals[mask], normal, model,
-                                 step_mm, depth_steps, psi_deg, tau_mm, top_k, max_points,
-                                 seed)
-    out.sort(key=lambda h: -h.score)
-    return out[: top_k + 2 * (len(scan.regions) - 1)]
+    # Proxy scores of different regions are not comparable: each region keeps its own best
+    # (fewer for the less likely regions); the visibility score ranks them all later.
+    for i, (mask, normal) in enumerate(scan.regions):
+        k = max(2, top_k // (1 + i))
+        hs = region_hypotheses(scan.fine[mask], scan.fine_normals[mask], normal, model,
+                               step_mm, depth_steps, psi_deg, tau_mm, k, max_points, seed)
+        for h in hs:
+            h.details["region"] = i
+        out += hs
+    return out
 
 
 def region_hypotheses(E: np.ndarray, En: np.ndarray, skin_normal: np.ndarray, model,
                       step_mm: float = 5.0, depth_steps=(-6, 0, 6),
-                      psi_deg=(-12.0, 0.0, 12.0), tau_mm: float = 4.0, top_k: int = 8,
+                      psi_deg=(-12.0, 0.0, 12.0, 90.0), tau_mm: float = 4.0, top_k: int = 8,
                       max_points: int = 600, seed: int = 0,
                       pitch_deg=(-20.0, 0.0, 20.0)) -> list[Hypothesis]:
     """Hypotheses from the structure of the exposure (midline sweep).
@@ -268,20 +272,26 @@ def global_search(scan, model, depth: DepthImage, n_hypotheses: int = 8,
     """
     from arspine.registration._pc import voxel_downsample
 
-    E, En = scan.fine[scan.exposure], scan.fine_normals[scan.exposure]
-    if len(E) < 30:
-        return []
-    Ec, Ecn, _, _ = voxel_downsample(E, 3.0, En)
+    # Each hypothesis is refined on the points of the region it came from: another region
+    # (a fold, the skin beside a hand) inside a long model's box must not pull it.
+    coarse = []
+    for mask, _ in scan.regions:
+        p, n, _, _ = voxel_downsample(scan.fine[mask], 3.0, scan.fine_normals[mask])
+        coarse.append((p, n))
     hyps = exposure_hypotheses(scan, model, top_k=n_hypotheses, seed=seed)
     for h in hyps:
+        Ec, Ecn = coarse[h.details.get("region", 0)]
         h.T = refine(h.T, Ec, Ecn, model, schedule=(10.0, 6.0, 4.0, 3.0), iters=4)
         h.score = visibility_score(np.linalg.inv(h.T), model, depth)[0]
     if not hyps:
         return []
     hyps.sort(key=lambda h: -h.score)
     best = hyps[0]
+    region = best.details.get("region", 0)
+    Ec, Ecn = coarse[region]
     for name, Ta in alternatives(best.T, model):
         Tr = refine(Ta, Ec, Ecn, model, schedule=(6.0, 4.0, 3.0), iters=4)
-        hyps.append(Hypothesis(Tr, visibility_score(np.linalg.inv(Tr), model, depth)[0], name))
+        hyps.append(Hypothesis(Tr, visibility_score(np.linalg.inv(Tr), model, depth)[0], name,
+                               details={"region": region}))
     hyps.sort(key=lambda h: -h.score)
     return hyps

@@ -119,12 +119,13 @@ def register(model, scan, levels: list | None = None,
                          {"n_input_points": ps.n_input, "n_fine_points": int(len(ps.fine))},
                          t_pre, t0)
     depth = DepthImage(ps.fine)
-    E, En = ps.fine[ps.exposure], ps.fine_normals[ps.exposure]
     scored = global_search(ps, model, depth, cfg.n_hypotheses, cfg.seed)
     if not scored:
         return _rejected("no exposed surface found in the scan to register", model, np.eye(4),
-                         {"n_exposure_points": int(len(E))}, t_pre, t0)
+                         {"n_exposure_points": int(ps.exposure.sum())}, t_pre, t0)
     best = scored[0]
+    region = ps.regions[best.details.get("region", 0)][0]
+    E, En = ps.fine[region], ps.fine_normals[region]
     # Fine: robust point-to-plane on the exposure.
     fine = icp_point_to_plane(E, En, model.nearest, model.points, model.normals, best.T,
                               schedule_mm=cfg.fine_schedule_mm, iters_per_stage=6)
