@@ -52,6 +52,9 @@ class SensorModel:
     baseline_mm : float
         Projector (structured light) or second camera (stereo) offset along +x; points it
         cannot see have no depth (occlusion shadows). 0 for ToF and LiDAR.
+    disparity_step_px : float
+        Disparity quantisation of a triangulating sensor (0 = continuous): depth comes in
+        steps of about ``z**2 * step / (fx * baseline)``.
     """
 
     name: str
@@ -72,6 +75,7 @@ class SensorModel:
     flying_pixel_fraction: float = 0.5
     edge_threshold_mm: float = 15.0
     baseline_mm: float = 0.0
+    disparity_step_px: float = 0.0
 
     def __post_init__(self):
         if self.kind not in ("pinhole", "lidar"):
@@ -128,7 +132,8 @@ SENSORS: dict[str, SensorModel] = {
         min_range_mm=250.0, max_range_mm=1200.0, working_distance_mm=500.0,
         noise_a_mm=0.2, noise_b=0.0, noise_c_per_mm=3.2e-6,
         grazing_start_deg=60.0, grazing_full_deg=82.0, dropout_fraction=0.02,
-        flying_pixel_fraction=0.3, edge_threshold_mm=15.0, baseline_mm=75.0),
+        flying_pixel_fraction=0.3, edge_threshold_mm=15.0, baseline_mm=75.0,
+        disparity_step_px=0.125),
     # Time of flight (Azure Kinect NFOV unbinned 640x576, 75x65 deg; spec: random error
     # <= 17 mm std at range, systematic < 11 mm + 0.1 %): a ToF unit at 0.5 m gives ~1.5 mm.
     # ToF is known for many flying pixels (mixed returns) at depth edges.

@@ -245,6 +245,16 @@ def _cast(parts: list[SceneMesh], sensor: SensorModel, T_sensor_from_patient: Ri
     # Range noise along the ray, growing with depth.
     sigma = sensor.noise_sigma_mm(depth_z) * noise_scale
     rng_t = np.where(keep, t + rng.normal(0.0, 1.0, H * W) * np.where(keep, sigma, 0.0), np.nan)
+    if sensor.disparity_step_px > 0 and sensor.baseline_mm > 0 and noise_scale > 0:
+        # Triangulating sensors measure disparity in sub-pixel steps: depth comes in terraces
+        # z = f b / d that widen with z^2 (Kinect v1: 1/8 px steps, ~0.7 mm at 0.5 m).
+        dz = dirs_s.reshape(-1, 3)[:, 2]
+        fb = sensor.K[0, 0] * sensor.baseline_mm
+        with np.errstate(invalid="ignore", divide="ignore"):
+            disp = fb / (rng_t * dz)
+            disp_q = np.maximum(np.round(disp / sensor.disparity_step_px), 1) * \
+                sensor.disparity_step_px
+            rng_t = np.where(np.isfinite(rng_t), fb / disp_q / dz, np.nan)
     rimg = rng_t.reshape(H, W)
 
     # Flying pixels: on a depth edge, a return mixing foreground and background.

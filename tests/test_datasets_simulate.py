@@ -243,3 +243,13 @@ def test_tissue_remnants_cover_the_configured_share_of_bone(ssm):
     n0, n1 = is_bone(clean.cloud.labels).sum(), is_bone(half.cloud.labels).sum()
     assert n0 > 300
     assert 0.3 * n0 < n1 < 0.8 * n0  # about half the exposed bone is now under tissue
+
+
+def test_structured_light_depth_comes_in_disparity_terraces(ssm):
+    s = get_sensor("structured-light")
+    scan = simulate_scan(ssm, s, seed=3, noise_scale=1e-6, outlier_fraction=0.0)
+    z = scan.cloud.points[:, 2]
+    z = np.unique(np.round(z[(z > 480) & (z < 520)], 3))
+    step = np.median(np.diff(z))
+    expected = 500.0 ** 2 * s.disparity_step_px / (s.K[0, 0] * s.baseline_mm)
+    assert step == pytest.approx(expected, rel=0.1)
