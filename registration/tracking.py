@@ -52,8 +52,14 @@ class TrackerConfig:
         Correspondence distance of the first ICP step (largest motion caught per frame).
     final_gate_mm : float
         Correspondence distance of the last steps (and of the inlier count).
+    steady_gate_mm, steady_final_gate_mm : float
+        The same while a vertebra is tracked steadily (ok in the previous frame): motion
+        between frames is then well under a millimetre, and a tight gate keeps soft tissue
+        and the neighbouring bone out of the fit.
     tukey_c_mm : float
         Tukey scale of the point-to-plane residual.
+    min_tukey_c_mm : float
+        While tracking steadily the scale is 3x the running RMS, at least this.
     max_iterations : int
         ICP steps per vertebra and frame.
     crop_budget : int
@@ -77,6 +83,10 @@ class TrackerConfig:
         A vertebra whose pose relative to every tracked neighbour changed by more than this
         since they were last both ok is lost ("inconsistent with its neighbours"): vertebrae
         move a few mm relative to each other, not a level.
+    anchor_mm, anchor_deg : float
+        The same against the relation of the last global registration: breathing moves
+        neighbours ~1 mm and well under a degree relative to each other, so a larger change
+        is a level sliding where its visible patch does not hold it.
     max_step_mm, max_step_deg : float
         A frame-to-frame change beyond these is a sudden motion: lost for that frame.
     prior_mm, prior_deg : float
@@ -95,7 +105,10 @@ class TrackerConfig:
     margin_mm: float = 8.0
     gate_mm: float = 6.0
     final_gate_mm: float = 3.0
+    steady_gate_mm: float = 3.5
+    steady_final_gate_mm: float = 2.5
     tukey_c_mm: float = 2.5
+    min_tukey_c_mm: float = 1.5
     max_iterations: int = 5
     crop_budget: int = 8000
     level_budget: int = 1000
@@ -108,6 +121,8 @@ class TrackerConfig:
     reacquire_rmse_factor: float = 1.25
     consistency_mm: float = 3.0
     consistency_deg: float = 4.0
+    anchor_mm: float = 2.5
+    anchor_deg: float = 2.0
     max_step_mm: float = 3.0
     max_step_deg: float = 3.0
     prior_mm: float = 2.0
@@ -473,6 +488,18 @@ class Tracker:
         self._register = register_fn
         self.targets = _model_targets(prepared_model, levels, self.config)
         self._packed = _pack(self.targets, levels)
+        # Untracked model levels next to tracked ones (e.g. L5 below an exposed L2-L4):
+        # scan points nearer to them are nobody's. Their pose is borrowed from the adjacent
+        # tracked level (neighbours move a few mm relative to each other).
+        self._guards: dict[str, str] = {}
+        for i, lv in enumerate(model_levels):
+            if lv in levels:
+                continue
+            for j in (i - 1, i + 1):
+                if 0 <= j < len(model_levels) and model_levels[j] in levels:
+                    self._guards[lv] = model_levels[j]
+                    break
+        self._guard_targets = _model_targets(prepared_model, list(self._guards), self.config)
         poses = _initial_poses(initial_result, levels)
         self._state: dict[str, _LevelState] = {}
         self._lost_from_start = [lv for lv, p in poses.items() if p is None]
@@ -493,9 +520,11 @@ class Tracker:
         self._near: dict[str, int] = {}
         # relative poses of neighbouring levels when last both ok
         self._rel: dict[tuple[str, str], np.ndarray] = {}
+        self._rel_anchor: dict[tuple[str, str], np.ndarray] = {}
         self._update_relations({lv: LevelTrack("ok" if poses[lv] is not None else "lost",
                                                poses[lv] if poses[lv] is not None
                                                else np.eye(4)) for lv in levels})
+        self._rel_anchor = dict(self._rel)
         self._last_t: float | None = None
         self._last_global = -10**9
 
@@ -604,14 +633,15 @@ class Tracker:
         Also sets ``self._near[lv]``: the estimated number of frame points near the level
         before any subsampling (what occlusion reduces).
         """
-        gate = self.config.gate_mm
         if len(crop) == 0:
             self._near = {lv: 0 for lv in self.levels}
             return {lv: crop for lv in self.levels}
-        dists = np.full((len(self.levels), len(crop)), np.inf)
-        for i, lv in enumerate(self.levels):
-            tg = self.targets[lv]
-            inv = _inv(preds[lv])
+        rows = [(lv, self.targets[lv], preds[lv]) for lv in self.levels]
+        rows += [(g, self._guard_targets[g], preds[b]) for g, b in self._guards.items()
+                 if b in preds]
+        dists = np.full((len(rows), len(crop)), np.inf)
+        for i, (_, tg, pred) in enumerate(rows):
+            inv = _inv(pred)
             x = crop @ inv[:3, :3].T + inv[:3, 3]
             idx = tg.lookup(x)
             ok = idx >= 0
@@ -619,7 +649,9 @@ class Tracker:
             d[ok] = np.linalg.norm(x[ok] - tg.points[idx[ok]], axis=1)
             dists[i] = d
         owner = np.argmin(dists, axis=0)
-        near = dists[owner, np.arange(len(crop))] < gate
+        gates = np.array([self._gates(lv)[0] for lv in self.levels] + [0.0] * (len(rows)
+                                                                              - len(self.levels)))
+        near = dists[owner, np.arange(len(crop))] < gates[owner]
         out = {}
         self._near = {}
         for i, lv in enumerate(self.levels):
@@ -629,6 +661,24 @@ class Tracker:
                 sel = sel[:: -(-len(sel) // self.config.level_budget)]
             out[lv] = sel
         return out
+
+    def _gates(self, lv: str) -> tuple[float, float, float]:
+        """Correspondence gates (mm) of the ICP steps of ``lv``: tight while steady."""
+        cfg = self.config
+        st = self._state[lv]
+        a, b = ((cfg.steady_gate_mm, cfg.steady_final_gate_mm)
+                if st.fails == 0 and st.ok_streak >= 1 else (cfg.gate_mm, cfg.final_gate_mm))
+        return a, 0.5 * (a + b), b
+
+    def _tukey(self, lv: str) -> float:
+        """Tukey scale (mm) of ``lv``: ``tukey_c_mm``, or 3x its running RMS while steady
+        (soft tissue lying 1-3 mm off the bone then gets no weight)."""
+        cfg = self.config
+        st = self._state[lv]
+        if st.fails or st.ok_streak < 1 or not st.ref_rmse:
+            return cfg.tukey_c_mm
+        return float(np.clip(3.0 * statistics.median(st.ref_rmse), cfg.min_tukey_c_mm,
+                             cfg.tukey_c_mm))
 
     def _icp_all(self, srcs: dict[str, np.ndarray], preds: dict[str, np.ndarray]
                  ) -> dict[str, tuple[np.ndarray, float, int, float]]:
@@ -655,8 +705,8 @@ class Tracker:
         cen = np.stack([self._centres[lv] for lv in lv_list])
         cpts = cen[np.repeat(np.arange(len(lv_list)), counts)]
         T = np.stack([_inv(preds[lv]) for lv in lv_list])  # T_ct_from_sensor per level
-        gates = (cfg.gate_mm, 0.5 * (cfg.gate_mm + cfg.final_gate_mm), cfg.final_gate_mm)
-        c2 = cfg.tukey_c_mm ** 2
+        gsq = np.repeat(np.array([self._gates(lv) for lv in lv_list]) ** 2, counts, axis=0)
+        c2 = np.repeat(np.array([self._tukey(lv) for lv in lv_list]) ** 2, counts)
         L = len(lv_list)
         eps = 1e-9 * np.eye(6)
         slices = [slice(int(a), int(a + c)) for a, c in zip(starts, counts)]
@@ -668,7 +718,7 @@ class Tracker:
         A = np.empty((L, 6, 6))
         b = np.empty((L, 6))
         for it in range(cfg.max_iterations):
-            gate2 = gates[min(it, 2)] ** 2
+            gate2 = gsq[:, min(it, 2)]
             for k in range(L):
                 sl = slices[k]
                 np.matmul(P[sl], T[k, :3, :3].T, out=x[sl])
@@ -788,7 +838,12 @@ class Tracker:
         return track
 
     def _check_neighbours(self, tracks: dict[str, LevelTrack]) -> None:
-        """Mark lost an ok level inconsistent with every ok neighbour (see TrackerConfig)."""
+        """Mark lost an ok level inconsistent with every ok neighbour (see TrackerConfig).
+
+        Two references: the relation when both were last ok (a jump), and the relation given
+        by the last global registration (a slow slide of one level along a direction its
+        visible patch does not pin down).
+        """
         cfg = self.config
         ok = [lv for lv in self.levels if tracks[lv].status == "ok"]
         if len(ok) < 2:
@@ -803,21 +858,27 @@ class Tracker:
                 if not 0 <= j < len(self.levels) or self.levels[j] not in poses:
                     continue
                 nb = self.levels[j]
-                ref = self._rel.get((lv, nb))
-                if ref is None:
-                    continue
                 rel = _inv(poses[nb]) @ poses[lv]  # T_ct(nb)_from_ct(lv)
-                deg, mm = _step(rel, ref, self._centres[lv])
-                verdicts.append((deg, mm))
-            if verdicts and all(d > cfg.consistency_deg or m > cfg.consistency_mm
-                                for d, m in verdicts):
-                d, m = min(verdicts, key=lambda v: v[1])
-                flagged.append((lv, d, m))
-        for lv, d, m in flagged:
+                bad = None
+                for refs, lim_mm, lim_deg, what in (
+                        (self._rel, cfg.consistency_mm, cfg.consistency_deg,
+                         "since they were last tracked together"),
+                        (self._rel_anchor, cfg.anchor_mm, cfg.anchor_deg,
+                         "since the last global registration")):
+                    ref = refs.get((lv, nb))
+                    if ref is None:
+                        continue
+                    deg, mm = _step(rel, ref, self._centres[lv])
+                    if deg > lim_deg or mm > lim_mm:
+                        bad = (deg, mm, what)
+                        break
+                verdicts.append(bad)
+            if verdicts and all(v is not None for v in verdicts):
+                flagged.append((lv, min(verdicts, key=lambda v: v[1])))
+        for lv, (d, m, what) in flagged:
             tr = tracks[lv]
             tr.status = "lost"
-            tr.reason = (f"inconsistent with its neighbours ({m:.1f} mm, {d:.1f} deg since "
-                         f"they were last tracked together)")
+            tr.reason = f"inconsistent with its neighbours ({m:.1f} mm, {d:.1f} deg {what})"
             tr.matrix = self._state[lv].good
 
     def _update_relations(self, tracks: dict[str, LevelTrack]) -> None:
@@ -870,6 +931,12 @@ class Tracker:
             else:
                 tracks[lv].status = "rejected"
                 tracks[lv].reason = f"{tracks[lv].reason}; global re-registration: {tr.reason}"
+        if got:  # the global registration is the new reference of the inter-level relations
+            allp = _initial_poses(res, self.levels)
+            for a, b in zip(self.levels[:-1], self.levels[1:]):
+                if allp[a] is not None and allp[b] is not None:
+                    self._rel_anchor[(a, b)] = _inv(allp[b]) @ allp[a]
+                    self._rel_anchor[(b, a)] = _inv(allp[a]) @ allp[b]
         status = getattr(res, "status", "?")
         why = getattr(res, "reason", None)
         note = f"global registration {status}" + (f" ({why})" if why else "")
