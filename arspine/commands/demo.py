@@ -99,10 +99,11 @@ def _prepared_model(ct, labels, surfaces, ct_path: Path, use_cache: bool):
         import arspine.registration.model as model_module
         from arspine.datasets.paths import cache_dir
 
-        # the key changes with the CT file and with the code that prepares the model
-        st, code = ct_path.stat(), Path(model_module.__file__).stat()
-        key = f"{ct_path.name}-{st.st_size}-{int(st.st_mtime)}-{__version__}-" \
-              f"{int(code.st_mtime)}"
+        # the key changes with the CT file and with the registration code
+        st = ct_path.stat()
+        code = max(int(f.stat().st_mtime) for f in Path(model_module.__file__).parent.glob(
+            "*.py"))
+        key = f"{ct_path.name}-{st.st_size}-{int(st.st_mtime)}-{__version__}-{code}"
         p = cache_dir("demo") / f"model-{key}.npz"
         if p.exists():
             try:
