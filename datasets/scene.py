@@ -137,6 +137,25 @@ class SceneConfig:
     table_half_width_mm: float = 260.0
 
 
+    @classmethod
+    def preset(cls, name: str) -> SceneConfig:
+        """Named scene: ``"clean"`` (wound and skin only: no drapes, retractors, tool, tissue
+        remnants; for debugging a method step by step), ``"standard"`` (the defaults) or
+        ``"hard"`` (narrow wound, deep drape folds, clutter, tool always in view)."""
+        from arspine.errors import InputError
+
+        presets = {
+            "clean": dict(drapes=False, retractors=False, tool=False, hand=False,
+                          tissue_remnants=0.0, skin_shift_mm=0.0),
+            "standard": {},
+            "hard": dict(wound_half_width_mm=17.0, drape_fold_mm=9.0, clutter=3,
+                         tool_probability=1.0),
+        }
+        if name not in presets:
+            raise InputError(f"scene preset must be one of {sorted(presets)}, got {name!r}")
+        return cls(**presets[name])
+
+
 @dataclass(frozen=True)
 class SceneMesh:
     """A scene part: mesh in the ``patient`` frame, its label code and whether it is bone."""

@@ -55,12 +55,13 @@ def test_cli_simulate_mesh_and_phantom(data_dir, tmp_path, capsys):
     out = tmp_path / "case"
     rc = main(["simulate", "--mesh", str(data_dir / "lumbar_ssm_mean" / "mean_L2-L5.ply"),
                "--out", str(out), "--sensor", "test-320", "--levels", "L3,L4", "--seed", "3",
-               "--outliers", "0.2"])
+               "--outliers", "0.2", "--scene", "clean"])
     assert rc == 0
     assert "wrote" in capsys.readouterr().out
     case = load_case(out)
     assert case.exposed_levels == ["L3", "L4"]
     assert abs(np.mean(case.scan.labels == 0) - 0.2) < 0.003
+    assert not np.any(case.scan.labels == 4)  # clean scene: no drapes
     # refuses to overwrite without --overwrite; bad inputs exit 2 with one line
     assert main(["simulate", "--mesh", str(data_dir / "lumbar_ssm_mean" / "mean_L2-L5.ply"),
                  "--out", str(out)]) == 2

@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--motion", default="moderate",
                         choices=["none", "small", "moderate", "large"],
                         help="per-vertebra motion relative to the CT")
+    parser.add_argument("--scene", default="standard", choices=["clean", "standard", "hard"],
+                        help="surgical scene preset (clean: wound and skin only)")
     parser.add_argument("--ct-format", default="auto", choices=["auto", "dicom", "nifti"],
                         help="how the CT is stored in the case (auto: copy the input; "
                              "phantom: DICOM)")
@@ -77,8 +79,10 @@ def run(args: argparse.Namespace) -> int:
                                   progress=sys.stderr.isatty())
     else:
         anatomy = anatomy_from_mesh(args.mesh, levels=args.mesh_levels.split(","))
+    from arspine.datasets.scene import SceneConfig
+
     kw = dict(levels=levels, motion=args.motion, outlier_fraction=args.outliers,
-              noise_scale=args.noise_scale)
+              noise_scale=args.noise_scale, scene=SceneConfig.preset(args.scene))
     if args.frames and args.frames > 0:
         scan = simulate_sequence(anatomy, args.frames, sensor, args.seed,
                                  frame_rate_hz=args.frame_rate,
