@@ -204,6 +204,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--style clip needs --clip-depth-mm")
     if args.clip_depth_mm is not None and not args.clip_depth_mm > 0:
         raise InputError(f"--clip-depth-mm must be > 0, got {args.clip_depth_mm}")
+    if not 0.1 <= args.render_scale <= 1.0:
+        raise InputError(f"--render-scale must be in 0.1..1, got {args.render_scale}")
     if not (args.rate_hz > 0 and args.duration_s > 0):
         raise InputError(f"--rate-hz and --duration-s must be > 0, got {args.rate_hz}, "
                          f"{args.duration_s}")
