@@ -129,7 +129,7 @@ class SceneConfig:
     retractors: bool = True
     tool: bool = True
     hand: bool = True
-    tool_probability: float = 0.6
+    tool_probability: float = 0.5
     clutter: int = 0
     grid_mm: float = 1.5
     coarse_grid_mm: float = 4.0
@@ -443,7 +443,7 @@ def build_scene(posed: dict[str, Mesh], exposed: list[str], axes: np.ndarray,
             # (mostly along the incision, where there is room).
             i, j = cand[rng.integers(len(cand))]
             tip = np.array([xs[i], hb[i, j] + 1.0, zs[j]])
-            tilt = np.radians(rng.uniform(5, 40))
+            tilt = np.radians(rng.uniform(20, 55))
             az = rng.choice([0.5, 1.5]) * np.pi + rng.normal(0, 0.5)
             axis = np.array([np.sin(tilt) * np.cos(az), np.cos(tilt), np.sin(tilt) * np.sin(az)])
             tt = np.linspace(3.0, 90.0, 30)
