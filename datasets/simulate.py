@@ -278,20 +278,18 @@ def _cast(parts: list[SceneMesh], sensor: SensorModel, T_sensor_from_patient: Ri
     lab = label.copy()
     lab[fly.ravel() & valid] = LABELS["flying_pixel"]
 
-    # Random outliers (dust, specular glints, multipath): corrupted pixels, one value per
-    # pixel like a real sensor, so the cloud stays an organised depth image. Pixels with no
-    # return are used first; the count makes them exactly ``outlier_fraction`` of the cloud.
+    # Random outliers (dust, specular glints, multipath): corrupted pixels anywhere in the
+    # image, one value per pixel like a real sensor, so the cloud stays an organised depth
+    # image. Walking a random permutation of the pixels, stop where the corrupted ones are
+    # exactly ``outlier_fraction`` of the cloud (a corrupted empty pixel adds a point).
     n_valid = int(valid.sum())
-    n_need = int(round(outlier_fraction / max(1e-9, 1 - outlier_fraction) * n_valid))
-    if n_need:
-        empty = np.flatnonzero(~valid)
-        if n_need <= len(empty):
-            idx = rng.choice(empty, n_need, replace=False)
-        else:
-            n_rep = int(round(outlier_fraction * (n_valid + len(empty)))) - len(empty)
-            idx = np.concatenate([empty, rng.choice(np.flatnonzero(valid), max(n_rep, 0),
-                                                    replace=False)])
-        med = float(np.nanmedian(r)) if n_valid else sensor.working_distance_mm
+    if outlier_fraction > 0 and n_valid:
+        perm = rng.permutation(H * W)
+        k = np.arange(1, H * W + 1)
+        frac = k / (n_valid + np.cumsum(~valid[perm]))
+        n_out = int(np.searchsorted(frac, outlier_fraction - 1e-12)) + 1
+        idx = perm[:min(n_out, H * W)]
+        med = float(np.nanmedian(r))
         r[idx] = rng.uniform(0.4 * med, 1.3 * med, len(idx))
         lab[idx] = LABELS["outlier"]
         valid = np.isfinite(r)
