@@ -324,7 +324,7 @@ class LevelTrack:
     """
 
     __slots__ = ("status", "matrix", "rmse_mm", "inlier_fraction", "coverage", "n_points",
-                 "reason", "_T")
+                 "reason", "needs_verify", "_T")
 
     def __init__(self, status: str, matrix: np.ndarray, rmse_mm: float = float("nan"),
                  inlier_fraction: float = 0.0, n_points: int = 0, reason: str | None = None,
@@ -334,6 +334,8 @@ class LevelTrack:
         self.rmse_mm = rmse_mm
         self.inlier_fraction = inlier_fraction
         self.coverage = coverage
+        # re-acquired away from its last good pose: ok only once a neighbour confirms it
+        self.needs_verify = False
         self.n_points = n_points
         self.reason = reason
         self._T: RigidTransform | None = None
@@ -561,6 +563,7 @@ class Tracker:
         owned = self._assign(crop, preds)
         tracks = self._track_levels(owned, preds, self.levels)
         self._check_neighbours(tracks)
+        self._verify(tracks)
         relocalized = False
         reason = None
         lost_long = [lv for lv in self.levels if tracks[lv].status != "ok"
@@ -573,6 +576,14 @@ class Tracker:
                     or self._state[lv].fails > 0]
             reason = self._relocalize(pts, need, tracks)
             self._check_neighbours(tracks)
+            self._verify(tracks)
+            if any(tracks[lv].status == "ok" for lv in need):
+                # the global registration is the new reference of the relations it confirmed
+                for a, b in zip(self.levels[:-1], self.levels[1:]):
+                    if tracks[a].status == "ok" and tracks[b].status == "ok":
+                        pa, pb = tracks[a].matrix, tracks[b].matrix
+                        self._rel_anchor[(a, b)] = _inv(pb) @ pa
+                        self._rel_anchor[(b, a)] = _inv(pa) @ pb
         status = "ok"
         bad = [lv for lv in self.levels if tracks[lv].status != "ok"]
         if bad:
@@ -835,6 +846,9 @@ class Tracker:
             track.status = "lost"
             track.reason = ", ".join(problems)
             track.matrix = st.good
+        elif st.fails:
+            deg, mm = _step(T, st.good, self._centres[lv])
+            track.needs_verify = deg > cfg.max_step_deg or mm > cfg.max_step_mm
         return track
 
     def _check_neighbours(self, tracks: dict[str, LevelTrack]) -> None:
@@ -881,6 +895,47 @@ class Tracker:
             tr.reason = f"inconsistent with its neighbours ({m:.1f} mm, {d:.1f} deg {what})"
             tr.matrix = self._state[lv].good
 
+    def _verify(self, tracks: dict[str, LevelTrack]) -> None:
+        """A level re-acquired away from its last good pose (after a jump, or from the global
+        registration) is ok only when its relation to an ok neighbour matches the one they
+        had when last tracked together: a level locked onto its neighbour's bone fits well
+        locally and is caught here. With one tracked level, or a level never tracked with
+        another, there is nothing to compare and the registration's own gate decides."""
+        cfg = self.config
+        pending = [lv for lv in self.levels
+                   if tracks[lv].status == "ok" and tracks[lv].needs_verify]
+        if not pending or len(self.levels) < 2:
+            for lv in pending:
+                tracks[lv].needs_verify = False
+            return
+        confirmed = set()
+        for lv in pending:
+            i = self.levels.index(lv)
+            known = [nb for nb in self.levels if (lv, nb) in self._rel]
+            if not known:  # never tracked with another level: the registration decides
+                confirmed.add(lv)
+                continue
+            for j in (i - 1, i + 1):
+                if not 0 <= j < len(self.levels):
+                    continue
+                nb = self.levels[j]
+                ref = self._rel.get((lv, nb))
+                if tracks[nb].status != "ok" or ref is None:
+                    continue
+                rel = _inv(tracks[nb].matrix) @ tracks[lv].matrix
+                deg, mm = _step(rel, ref, self._centres[lv])
+                if deg <= cfg.anchor_deg * 1.5 and mm <= cfg.anchor_mm * 1.5:
+                    confirmed.add(lv)
+                    break
+        for lv in pending:
+            tr = tracks[lv]
+            tr.needs_verify = False
+            if lv not in confirmed:
+                tr.status = "lost"
+                tr.reason = ("re-acquired pose not confirmed by a neighbour (its relation to "
+                             "them differs from when they were last tracked together)")
+                tr.matrix = self._state[lv].good
+
     def _update_relations(self, tracks: dict[str, LevelTrack]) -> None:
         for i, lv in enumerate(self.levels[:-1]):
             nb = self.levels[i + 1]
@@ -925,18 +980,13 @@ class Tracker:
                 tracks[lv].status = "rejected"
                 continue
             tr = fresh[lv]
+            tr.needs_verify = tr.status == "ok" and len(self.levels) > 1
             if tr.status == "ok":
                 tracks[lv] = tr
                 got.append(lv)
             else:
                 tracks[lv].status = "rejected"
                 tracks[lv].reason = f"{tracks[lv].reason}; global re-registration: {tr.reason}"
-        if got:  # the global registration is the new reference of the inter-level relations
-            allp = _initial_poses(res, self.levels)
-            for a, b in zip(self.levels[:-1], self.levels[1:]):
-                if allp[a] is not None and allp[b] is not None:
-                    self._rel_anchor[(a, b)] = _inv(allp[b]) @ allp[a]
-                    self._rel_anchor[(b, a)] = _inv(allp[a]) @ allp[b]
         status = getattr(res, "status", "?")
         why = getattr(res, "reason", None)
         note = f"global registration {status}" + (f" ({why})" if why else "")

@@ -393,3 +393,36 @@ def test_track_cli_bad_input(tmp_path, capsys):
     assert main(["track", "--case", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
     assert "not a sequence case" in err and "Traceback" not in err
+
+
+def test_global_result_one_level_off_is_not_reported_ok(setup):
+    """The global registration puts L4 on L5's bone (the classic one-level-off lock): the
+    local fit there is good, but L4's relation to its neighbours is not what it was, so it
+    stays lost while the correctly recovered levels are ok."""
+    surfaces, model, targets = setup
+    sc = _Scene(surfaces, model, seed=9)
+    current = {}
+
+    shift = np.eye(4)  # maps L4's CT position onto L5's
+    shift[:3, 3] = sc.centre["L5"] - sc.centre["L4"]
+
+    def register_fn(m, cloud, levels=None):
+        wrong = dict(current)
+        wrong["L4"] = current["L4"] @ shift
+        return _Result(wrong)
+
+    tracker = Tracker(model, _Result(sc.poses(0.0)), register_fn=register_fn)
+    jump = RigidTransform.from_rotvec([0, 0, 0.05], [0, 25.0, 0], "s", "s").as_matrix()
+    seen = []
+    for k in range(1, 10):
+        truth = sc.poses(k / 30, jump if k >= 3 else None)
+        current.clear()
+        current.update(truth)
+        fr = tracker.update(sc.frame(truth), k / 30)
+        tres = _tre(fr, truth, targets)
+        _never_false_ok(fr, tres)
+        seen.append(fr)
+    relocs = [f for f in seen if f.relocalized]
+    assert relocs
+    assert relocs[0].levels["L4"].status != "ok", relocs[0].reason
+    assert relocs[0].levels["L3"].status == "ok" and relocs[0].levels["L2"].status == "ok"
