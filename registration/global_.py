@@ -149,8 +149,8 @@ def _frame(a: np.ndarray, n: np.ndarray) -> np.ndarray:
 
 
 def exposure_hypotheses(scan, model, step_mm: float = 5.0, depth_steps=(-6, 0, 6),
-                        psi_deg=(-12.0, 0.0, 12.0, 90.0), tau_mm: float = 4.0, top_k: int = 8,
-                        max_points: int = 600, seed: int = 0) -> list[Hypothesis]:
+                        psi_deg=(-12.0, 0.0, 12.0, 90.0), tau_mm: float = 4.0,
+                        top_k: int = 8, max_points: int = 600, seed: int = 0) -> list[Hypothesis]:
     """Sweep hypotheses pooled over the scan's candidate exposures (best first)."""
     out: list[Hypothesis] = []
     # Proxy scores of different regions are not comparable: each region keeps its own best
@@ -167,8 +167,8 @@ def exposure_hypotheses(scan, model, step_mm: float = 5.0, depth_steps=(-6, 0, 6
 
 def region_hypotheses(E: np.ndarray, En: np.ndarray, skin_normal: np.ndarray, model,
                       step_mm: float = 5.0, depth_steps=(-6, 0, 6),
-                      psi_deg=(-12.0, 0.0, 12.0, 90.0), tau_mm: float = 4.0, top_k: int = 8,
-                      max_points: int = 600, seed: int = 0,
+                      psi_deg=(-12.0, 0.0, 12.0, 90.0), tau_mm: float = 4.0,
+                      top_k: int = 8, max_points: int = 600, seed: int = 0,
                       pitch_deg=(-20.0, 0.0, 20.0)) -> list[Hypothesis]:
     """Hypotheses from the structure of the exposure (midline sweep).
 

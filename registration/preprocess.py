@@ -195,6 +195,16 @@ def find_exposure(points: np.ndarray, cfg: ScanConfig | None = None,
         ring = ndimage.binary_dilation(region, iterations=8) & ~ndimage.binary_dilation(
             region, iterations=2) & valid & (below < 3.0)
         out.append((mask, _skin_normal(points[ring[u, v]], points[mask])))
+    if len(out) >= 2:
+        # A tool or retractor lying in the wound splits it: offer the union of the regions
+        # near the best one as a candidate of its own (first, it holds the most bone).
+        c0 = np.median(points[out[0][0]], axis=0)
+        near = [m for m, _ in out
+                if np.linalg.norm(np.median(points[m], axis=0) - c0) < 90.0]
+        if len(near) >= 2:
+            union = np.logical_or.reduce(near)
+            ring_pts = points[~union & (np.linalg.norm(points - c0, axis=1) < 120.0)]
+            out.insert(0, (union, _skin_normal(ring_pts, points[union])))
     return out
 
 
