@@ -32,6 +32,8 @@ class GateConfig:
     max_level_rmse_mm: float = 1.5
     max_level_motion_mm: float = 6.0   # per-level pose vs whole-spine pose
     max_level_motion_deg: float = 6.0
+    min_levels: int = 2                # accepted levels needed (when the model has 2+):
+                                       # one vertebra alone does not tell its level
 
 
 def gate_whole(q: dict, cfg: GateConfig) -> str | None:

@@ -63,7 +63,17 @@ def alternatives(T: np.ndarray, model, max_shift: int = 2) -> list[tuple[str, np
             S[:3, 3] = k * step
             out.append((f"shift{k:+d}", S @ T))
     c = model.center_ct
-    for name, ax in (("flip_axis", model.axis_ct), ("flip_posterior", model.posterior_ct)):
+    # The line of sight through the model centre (in ct): 180 degrees about it swaps head
+    # and tail while keeping the same face toward the sensor - the look-alike that matters
+    # for symmetric vertebrae, whatever the posterior estimate says.
+    Ti = np.linalg.inv(T)
+    c_s = Ti[:3, :3] @ c + Ti[:3, 3]
+    view_ct = T[:3, :3] @ (-c_s / max(np.linalg.norm(c_s), 1e-9))
+    flips = [("flip_axis", model.axis_ct), ("flip_posterior", model.posterior_ct),
+             ("flip_view", view_ct)]
+    flips += [(f"flip_posterior{i + 2}", p) for i, p in enumerate(model.posterior_alternatives)]
+    for name, ax in flips:
+        ax = ax / np.linalg.norm(ax)
         R = 2 * np.outer(ax, ax) - np.eye(3)  # 180 degrees about ax
         F = np.eye(4)
         F[:3, :3] = R
@@ -286,12 +296,20 @@ def global_search(scan, model, depth: DepthImage, n_hypotheses: int = 8,
     if not hyps:
         return []
     hyps.sort(key=lambda h: -h.score)
-    best = hyps[0]
-    region = best.details.get("region", 0)
-    Ec, Ecn = coarse[region]
-    for name, Ta in alternatives(best.T, model):
-        Tr = refine(Ta, Ec, Ecn, model, schedule=(6.0, 4.0, 3.0), iters=4)
-        hyps.append(Hypothesis(Tr, visibility_score(np.linalg.inv(Tr), model, depth)[0], name,
-                               details={"region": region}))
+    # The look-alikes of the best pose; when one of them wins, its own look-alikes are
+    # evaluated too (a flip of a shift is still a look-alike), a few rounds at most.
+    done: list[np.ndarray] = []
+    for _ in range(3):
+        hyps.sort(key=lambda h: -h.score)
+        best = hyps[0]
+        if any(_close(best.T, d, model.center_ct, 3.0, 3.0) for d in done):
+            break
+        done.append(best.T)
+        region = best.details.get("region", 0)
+        Ec, Ecn = coarse[region]
+        for name, Ta in alternatives(best.T, model):
+            Tr = refine(Ta, Ec, Ecn, model, schedule=(6.0, 4.0, 3.0), iters=4)
+            hyps.append(Hypothesis(Tr, visibility_score(np.linalg.inv(Tr), model, depth)[0],
+                                   name, details={"region": region}))
     hyps.sort(key=lambda h: -h.score)
     return hyps

@@ -77,6 +77,8 @@ def _describe(kind: str, best_levels: list, model) -> str:
                 pairs.append(f"{lv} vs {names[i + k]}")
         what = pairs[0] if pairs else f"{abs(k)} level(s) off"
         return f"level ambiguous: {what} (pose shifted by {k:+d} level)"
+    if kind.startswith("flip_view"):
+        return "orientation ambiguous: head and tail swapped (180 degrees about the view axis)"
     if kind.startswith("flip"):
         return "orientation ambiguous: the 180-degree flipped pose"
     return "another pose"
@@ -175,6 +177,10 @@ def register(model, scan, levels: list | None = None,
     if reason is None and per and not exposed:
         reason = "no vertebra passed its own checks: " + "; ".join(
             v.reason for v in verts.values() if v.reason)
+    need = min(cfg.gate.min_levels, len(model.levels))
+    if reason is None and per and len(exposed) < need:
+        reason = (f"only {len(exposed)} vertebra ({', '.join(exposed)}) passed its checks, "
+                  f"{need} needed: a single vertebra does not tell which level it is")
     if reason is None and levels and not set(levels) & set(exposed):
         reason = (f"levels hint {', '.join(levels)} not found in the exposure (found "
                   f"{', '.join(exposed)})")
