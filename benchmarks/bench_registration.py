@@ -214,7 +214,8 @@ def _plots(rows, outdir: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     data = [[r["tre"] for r in rows if r["level"] == lv and r["accepted"]] for lv in levels]
     if data:
-        ax.boxplot(data, labels=levels)
+        ax.boxplot(data)
+        ax.set_xticks(range(1, len(levels) + 1), levels)
     ax.axhline(2.0, color="k", ls="--", lw=1)
     ax.set_ylabel("TRE (mm), accepted")
     ax.set_title("arspine registration: TRE per level")
