@@ -26,7 +26,8 @@ class GateConfig:
     min_inliers: int = 300             # scan points within 2 mm of bone, normals agreeing
     max_rmse_mm: float = 1.5
     max_violation_ratio: float = 0.25  # free-space violations / supported model points
-    min_margin: float = 0.25           # (best - alternative) / best visibility score
+    min_margin: float = 0.35           # (best - alternative) / best visibility score
+    max_facing_deg: float = 60.0       # back of the registered spine vs the line of sight
     min_level_coverage: float = 0.12   # supported / sensor-facing shell points of a level
     min_level_inliers: int = 250
     max_level_rmse_mm: float = 1.5
@@ -52,6 +53,9 @@ def gate_whole(q: dict, cfg: GateConfig) -> str | None:
     if ratio > cfg.max_violation_ratio:
         return (f"the sensor sees through the registered bone at {q['violations']} points "
                 f"({ratio:.0%} of {q['support']} supported): wrong pose or wrong anatomy")
+    if q.get("facing_deg") is not None and q["facing_deg"] > cfg.max_facing_deg:
+        return (f"the registered spine's back faces {q['facing_deg']:.0f} deg away from the "
+                f"sensor (> {cfg.max_facing_deg:g} deg): implausible pose")
     if q["rmse_mm"] > cfg.max_rmse_mm:
         return f"residual {q['rmse_mm']:.2f} mm > {cfg.max_rmse_mm:.2f} mm"
     if q["margin"] < cfg.min_margin:
