@@ -8,11 +8,11 @@ spaces are converted the same way.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from arspine.atomic import atomic_path
 from arspine.errors import InputError
 from arspine.imaging.volume import CtVolume, check_affine
 
@@ -150,29 +150,6 @@ def load_ct(path: str | os.PathLike, series: str | None = None, progress: bool =
 
     return load_dicom(p, series=series, progress=progress, include_patient=include_patient,
                       allow_non_ct=allow_non_ct)
-
-
-class atomic_path:
-    """Context manager yielding a temp path beside ``path``; moved over it on success."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-
-    def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        suffix = "".join(self.path.suffixes) or ".tmp"
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=suffix,
-                                   dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
-        return False
 
 
 def save_nifti(ct_or_labels, path: str | os.PathLike) -> Path:

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 
+from arspine.atomic import atomic_path, atomic_write_text
 from arspine.errors import InputError
 from arspine.navigation.frames import RigidTransform
 from arspine.navigation.geometry import Mesh, as_points
@@ -120,30 +120,6 @@ MARKUPS_SCHEMA = {
 
 
 # ------------------------------------------------------------------ atomic writes
-def _tmp_path(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix="".join(path.suffixes) or ".tmp",
-                               dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temp file in the same folder + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
 # ------------------------------------------------------------------ ITK transforms
 def transform_file_name(T: RigidTransform, suffix: str = ".tfm") -> str:
     """``"T_ct_from_sensor.tfm"``: the direction the file maps points, in its name."""
@@ -166,13 +142,8 @@ def write_itk_transform(T: RigidTransform, path: str | os.PathLike) -> Path:
     tx = sitk.Euler3DTransform()
     tx.SetMatrix(T.rotation.ravel().tolist())
     tx.SetTranslation(T.translation_mm.tolist())
-    tmp = _tmp_path(path)
-    try:
+    with atomic_path(path) as tmp:
         sitk.WriteTransform(tx, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -423,16 +394,11 @@ def write_spatial_registration(T_ct_from_sensor: RigidTransform,
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    try:
+    with atomic_path(path) as tmp:
         try:
             pydicom.dcmwrite(tmp, ds, enforce_file_format=True)  # pydicom >= 3
         except TypeError:
             pydicom.dcmwrite(tmp, ds, write_like_original=False)  # pydicom 2.x
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -22,12 +22,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from arspine.atomic import atomic_write_json
 from arspine.errors import InputError
 from arspine.navigation.frames import RigidTransform
 from arspine.navigation.geometry import as_matrix4
@@ -219,17 +219,7 @@ class HeadTrajectory:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the JSON file atomically."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent or ".")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(self.to_dict(), fh)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
+        return atomic_write_json(path, self.to_dict(), indent=None)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> HeadTrajectory:

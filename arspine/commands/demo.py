@@ -15,10 +15,10 @@ import html
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 
+from arspine.atomic import atomic_path, atomic_write_text
 from arspine.errors import InputError
 
 __all__ = ["HELP", "add_arguments", "run", "run_demo"]
@@ -39,27 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true",
                         help="prepare the CT model from scratch instead of the cached one")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _readable(path: Path) -> Path:
-    """Give a file written through ``mkstemp`` (mode 0600) the usual permissions."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-    return path
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        _readable(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class _Steps:
@@ -183,10 +162,9 @@ def _scan_figure(path: Path, scan_ct, surfaces: dict, levels_ok: list) -> None:
     ax.set_ylabel("z (ct, mm, superior up)")
     ax.set_title("registered scan (blue) over the CT vertebrae")
     fig.tight_layout()
-    tmp = path.with_name(f".tmp-{path.name}")
-    fig.savefig(tmp, format="png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def run_demo(out: str | os.PathLike, seed: int = 0, display: str = "default",
@@ -284,26 +262,26 @@ def run_demo(out: str | os.PathLike, seed: int = 0, display: str = "default",
             renderer.close()
         files = {}
         for side in ("left", "right"):
-            files[f"eye_{side}"] = _readable(write_png(out / f"eye_{side}.png",
+            files[f"eye_{side}"] = (write_png(out / f"eye_{side}.png",
                                                        frame.images[side])).name
-        files["stereo"] = _readable(write_png(out / "eyes_stereo.png", _stereo_preview(
+        files["stereo"] = (write_png(out / "eyes_stereo.png", _stereo_preview(
             frame.images["left"], frame.images["right"]))).name
         eyes = {"frames": [{"index": 0, "left": frame.eye_dict("left", files["eye_left"]),
                             "right": frame.eye_dict("right", files["eye_right"]),
                             "T_world_from_head": T_world_from_head.as_matrix().tolist()}],
                 "display": hmd.to_dict(),
                 "T_world_from_sensor": T_world_from_sensor.as_matrix().tolist()}
-        _atomic_write(out / "eyes.json", json.dumps(eyes, indent=1))
+        atomic_write_text(out / "eyes.json", json.dumps(eyes, indent=1))
         files["eyes"] = "eyes.json"
         steps.done("render")
 
         result_d = result.to_dict()
-        _atomic_write(out / "result.json", json.dumps(result_d, indent=1))
+        atomic_write_text(out / "result.json", json.dumps(result_d, indent=1))
         files["result"] = "result.json"
         truth_d = {"vertebrae": {lv: {"T_sensor_from_ct": T.as_matrix().tolist(),
                                       "targets_ct_mm": sim.targets_ct_mm[lv].tolist()}
                                  for lv, T in sim.truth.items() if lv in sim.targets_ct_mm}}
-        _atomic_write(out / "truth.json", json.dumps(truth_d))
+        atomic_write_text(out / "truth.json", json.dumps(truth_d))
         files["truth"] = "truth.json"
         scan_ct = result.T_sensor_from_ct.inv().apply(sim.cloud.points) \
             if result.status == "ok" else None
@@ -325,11 +303,11 @@ def run_demo(out: str | os.PathLike, seed: int = 0, display: str = "default",
         }
         summary["timings_s"]["report"] = 0.0
         summary["total_s"] = steps.total_s
-        _atomic_write(out / "report.html", _html(summary, ct_path, result_d))
+        atomic_write_text(out / "report.html", _html(summary, ct_path, result_d))
         files["report"] = "report.html"
         steps.done("report")
         summary["total_s"] = steps.total_s
-        _atomic_write(out / "summary.json", json.dumps(summary, indent=1))
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
         return summary
     finally:
         steps.close()

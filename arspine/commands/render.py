@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 from pathlib import Path
 
+from arspine.atomic import atomic_path, atomic_write_json
 from arspine.errors import InputError, RegistrationRejected
 
 __all__ = ["HELP", "add_arguments", "run", "write_png", "sensor_poses_from_result",
@@ -63,28 +63,13 @@ def write_png(path: Path, rgba) -> Path:
     img = np.ascontiguousarray(rgba, dtype=np.uint8)
     if img.ndim != 3 or img.shape[2] != 4:
         raise InputError(f"image must be (H, W, 4) RGBA, got {img.shape}")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         Image.fromarray(img).save(tmp, format="PNG", compress_level=1)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 
 def _write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_json(path, data)
 
 
 def sensor_poses_from_result(data: dict, source: str) -> dict:
