@@ -13,7 +13,7 @@ import numpy as np
 from arspine.errors import InputError
 from arspine.navigation.frames import RigidTransform
 
-__all__ = ["as_points", "as_matrix4", "PointCloud", "Mesh"]
+__all__ = ["as_points", "as_vector3", "as_matrix4", "PointCloud", "Mesh"]
 
 
 def as_points(points: object, name: str = "points", allow_empty: bool = False,
@@ -51,6 +51,24 @@ def as_points(points: object, name: str = "points", allow_empty: bool = False,
         bad = int(np.count_nonzero(~np.isfinite(p).all(axis=1)))
         raise InputError(f"{name} has {bad} rows with NaN or inf of {p.shape[0]}")
     return np.ascontiguousarray(p)
+
+
+def as_vector3(value: object, name: str = "value", unit: str = "") -> np.ndarray:
+    """Validate one 3-vector (a point or a direction) and return it as ``(3,) float64``.
+
+    Raises
+    ------
+    InputError
+        ``"entry_ct_mm must be 3 finite numbers (mm), got [1, 2]"``.
+    """
+    what = f"3 finite numbers{f' ({unit})' if unit else ''}"
+    try:
+        v = np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name} must be {what}, got {value!r}") from exc
+    if v.shape != (3,) or not np.all(np.isfinite(v)):
+        raise InputError(f"{name} must be {what}, got {value!r}")
+    return v
 
 
 def as_matrix4(matrix: object, name: str = "matrix") -> np.ndarray:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from arspine.errors import InputError
-from arspine.navigation.geometry import Mesh, as_points
+from arspine.navigation.geometry import Mesh, as_points, as_vector3
 
 __all__ = [
     "ScrewTrajectory",
@@ -46,13 +46,7 @@ _SIDE_SIGN = {"left": 1.0, "right": -1.0}
 
 
 def _point(value: object, name: str) -> np.ndarray:
-    try:
-        p = np.asarray(value, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{name} must be 3 numbers (mm), got {value!r}") from exc
-    if p.shape != (3,) or not np.all(np.isfinite(p)):
-        raise InputError(f"{name} must be 3 finite numbers (mm), got {value!r}")
-    return p
+    return as_vector3(value, name, "mm")
 
 
 def _positive(value: object, name: str) -> float:

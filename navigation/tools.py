@@ -21,6 +21,7 @@ import numpy as np
 
 from arspine.errors import InputError
 from arspine.navigation.frames import RigidTransform
+from arspine.navigation.geometry import as_vector3
 
 __all__ = [
     "ToolDefinition",
@@ -35,13 +36,7 @@ _KINDS = ("pointer", "drill_guide", "other")
 
 
 def _vec3(value: object, name: str) -> np.ndarray:
-    try:
-        v = np.asarray(value, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{name} must be 3 numbers, got {value!r}") from exc
-    if v.shape != (3,) or not np.all(np.isfinite(v)):
-        raise InputError(f"{name} must be 3 finite numbers, got {value!r}")
-    return v
+    return as_vector3(value, name)
 
 
 @dataclass(frozen=True, eq=False)
