@@ -159,8 +159,10 @@ def _frame(a: np.ndarray, n: np.ndarray) -> np.ndarray:
 
 
 def exposure_hypotheses(scan, model, step_mm: float = 5.0, depth_steps=(-6, 0, 6),
-                        psi_deg=(-12.0, 0.0, 12.0, 90.0), tau_mm: float = 4.0,
-                        top_k: int = 8, max_points: int = 600, seed: int = 0) -> list[Hypothesis]:
+                        psi_deg=(-30.0, -15.0, 0.0, 15.0, 30.0, 90.0), tau_mm: float = 4.0,
+                        top_k: int = 8, max_points: int = 300, seed: int = 0,
+                        pitch_deg=(-20.0, 0.0, 20.0),
+                        roll_deg=(-15.0, 0.0, 15.0)) -> list[Hypothesis]:
     """Sweep hypotheses pooled over the scan's candidate exposures (best first)."""
     out: list[Hypothesis] = []
     # Proxy scores of different regions are not comparable: each region keeps its own best
@@ -168,7 +170,8 @@ def exposure_hypotheses(scan, model, step_mm: float = 5.0, depth_steps=(-6, 0, 6
     for i, (mask, normal) in enumerate(scan.regions):
         k = max(2, top_k // (1 + i))
         hs = region_hypotheses(scan.fine[mask], scan.fine_normals[mask], normal, model,
-                               step_mm, depth_steps, psi_deg, tau_mm, k, max_points, seed)
+                               step_mm, depth_steps, psi_deg, tau_mm, k, max_points, seed,
+                               pitch_deg, roll_deg)
         for h in hs:
             h.details["region"] = i
         out += hs
@@ -179,7 +182,8 @@ def region_hypotheses(E: np.ndarray, En: np.ndarray, skin_normal: np.ndarray, mo
                       step_mm: float = 5.0, depth_steps=(-6, 0, 6),
                       psi_deg=(-12.0, 0.0, 12.0, 90.0), tau_mm: float = 4.0,
                       top_k: int = 8, max_points: int = 600, seed: int = 0,
-                      pitch_deg=(-20.0, 0.0, 20.0)) -> list[Hypothesis]:
+                      pitch_deg=(-20.0, 0.0, 20.0),
+                      roll_deg=(0.0,)) -> list[Hypothesis]:
     """Hypotheses from the structure of the exposure (midline sweep).
 
     The skin normal around the wound gives the posterior direction, the wound's long axis
@@ -230,14 +234,17 @@ def region_hypotheses(E: np.ndarray, En: np.ndarray, skin_normal: np.ndarray, mo
             grid_o, grid_d = grid_o.ravel(), grid_d.ravel()
             targets = (model.centroids[k][None] + grid_o[:, None] * axis[None]
                        + (h_m - h_e + grid_d)[:, None] * post[None])
-            for (a_f, n_f), sign, psi, pitch in itertools.product(
-                    frames, (1.0, -1.0), psi_deg, pitch_deg):
+            for (a_f, n_f), sign, psi, pitch, roll in itertools.product(
+                    frames, (1.0, -1.0), psi_deg, pitch_deg, roll_deg):
                 if True:
-                    ps, pt = np.radians(psi), np.radians(pitch)
+                    ps, pt, rl = np.radians(psi), np.radians(pitch), np.radians(roll)
                     a_rot = np.cos(ps) * a_f + np.sin(ps) * np.cross(n_f, a_f)
                     # pitch: tilt axis and normal together about the lateral direction
                     a_p = np.cos(pt) * a_rot + np.sin(pt) * n_f
                     n_p = np.cos(pt) * n_f - np.sin(pt) * a_rot
+                    # roll: the skin normal about the spine axis (a tilted patient, a
+                    # skin ring sloping off one side of the wound)
+                    n_p = np.cos(rl) * n_p + np.sin(rl) * np.cross(a_p, n_p)
                     F_s = _frame(sign * a_p, n_p)
                     R = F_c @ F_s.T                                 # ct_from_sensor
                     base = sub @ R.T
