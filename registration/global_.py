@@ -162,7 +162,7 @@ def exposure_hypotheses(scan, model, step_mm: float = 5.0, depth_steps=(-6, 0, 6
                         psi_deg=(-30.0, -15.0, 0.0, 15.0, 30.0, 90.0), tau_mm: float = 4.0,
                         top_k: int = 8, max_points: int = 300, seed: int = 0,
                         pitch_deg=(-20.0, 0.0, 20.0),
-                        roll_deg=(-15.0, 0.0, 15.0)) -> list[Hypothesis]:
+                        roll_deg=(0.0,)) -> list[Hypothesis]:
     """Sweep hypotheses pooled over the scan's candidate exposures (best first)."""
     out: list[Hypothesis] = []
     # Proxy scores of different regions are not comparable: each region keeps its own best
