@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from arspine.errors import InputError
+from arspine.jsonfile import read_json
 from arspine.navigation.frames import RigidTransform
 from arspine.navigation.geometry import PointCloud
 
@@ -348,13 +349,7 @@ class Case:
 
 
 def _read_json(path: Path, what: str) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{what} is not valid JSON: {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InputError(f"{what} must hold a JSON object: {path}")
-    return data
+    return read_json(path, what, object_only=True)
 
 
 def _matrix(value, where: str) -> RigidTransform:

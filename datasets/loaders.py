@@ -18,7 +18,6 @@ multi-label map (``segmentations.nii.gz`` / ``<subject>.nii.gz``) with the v2 id
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from arspine.errors import InputError
+from arspine.jsonfile import read_json
 
 __all__ = ["DatasetCase", "load_verse_case", "load_totalsegmentator_case",
            "read_verse_centroids", "list_verse_subjects"]
@@ -130,12 +130,7 @@ def read_verse_centroids(path: str | os.PathLike, ct_path: str | os.PathLike
     from arspine.imaging.labels import SCHEMES
 
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"centroid file not found: {p}")
-    try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"centroid file is not valid JSON: {p}: {exc}") from None
+    data = read_json(p, "centroid file")
     if not isinstance(data, list) or not data:
         raise InputError(f"centroid file must hold a non-empty JSON list: {p}")
     direction = None

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from arspine.errors import InputError
+from arspine.jsonfile import read_json
 from arspine.navigation.frames import FrameGraph, RigidTransform
 from arspine.navigation.geometry import Mesh
 from arspine.navigation.plan import SurgicalPlan
@@ -411,10 +412,7 @@ class NavigationSession:
         path = folder / "session.json"
         if not path.is_file():
             raise InputError(f"not a navigation session folder (no session.json): {folder}")
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path} is not valid JSON: {exc}") from exc
+        doc = read_json(path, "session.json", object_only=True)
         if doc.get("format") != SESSION_FORMAT:
             raise InputError(f"{path} is not an arspine session (format "
                              f"{doc.get('format')!r})")

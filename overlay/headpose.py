@@ -19,7 +19,6 @@ Files: a single pose ``{"T_world_from_head": 4x4, "T_world_from_sensor": 4x4}`` 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ import numpy as np
 
 from arspine.atomic import atomic_write_json
 from arspine.errors import InputError
+from arspine.jsonfile import read_json
 from arspine.navigation.frames import RigidTransform
 from arspine.navigation.geometry import as_matrix4
 
@@ -250,12 +250,7 @@ def load_head_poses(path: str | os.PathLike) -> HeadTrajectory:
         Missing file, broken JSON or wrong content (message names the file).
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"head pose file not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"head pose file {path} is not valid JSON: {exc}") from None
+    data = read_json(path, "head pose file")
     try:
         return HeadTrajectory.from_dict(data, source=str(path))
     except InputError as exc:

@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from arspine.jsonfile import read_json
+
 HELP = "export ITK transforms (.tfm/.h5), Slicer markups (.mrk.json) and meshes (PLY/STL)"
 
 
@@ -26,14 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _read_result(path: Path) -> dict:
-    from arspine.errors import InputError
 
-    if not path.is_file():
-        raise InputError(f"--result file not found: {path}")
-    try:
-        d = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"--result is not valid JSON: {path}: {exc}") from exc
+    d = read_json(path, "--result file")
     from arspine.registration import RegistrationResult
 
     RegistrationResult.from_dict(d)  # validates shape, status and matrices
@@ -73,13 +69,7 @@ def run(args: argparse.Namespace) -> int:
             for lv, why in plan.skipped.items():
                 print(f"arspine export: {lv} not planned: {why}", file=sys.stderr)
     elif args.plan != "none":
-        p = Path(args.plan)
-        if not p.is_file():
-            raise InputError(f"--plan file not found: {p}")
-        try:
-            plan = SurgicalPlan.from_dict(json.loads(p.read_text()))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"--plan is not valid JSON: {p}: {exc}") from exc
+        plan = SurgicalPlan.from_dict(read_json(args.plan, "--plan file"))
     targets = {lv: t["targets_ct_mm"] for lv, t in case.truth.items() if "targets_ct_mm" in t}
     out = Path(args.out)
     written = export_case(out, transforms=transforms, plan=plan, targets_ct_mm=targets,

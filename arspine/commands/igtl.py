@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from arspine.jsonfile import read_json
 
 HELP = "serve a case to 3D Slicer over OpenIGTLink (transforms, surfaces, plan)"
 
@@ -38,12 +39,7 @@ def run(args: argparse.Namespace) -> int:
     session = NavigationSession.from_case(args.case, progress=True)
     if args.result:
         p = Path(args.result)
-        if not p.is_file():
-            raise InputError(f"--result file not found: {p}")
-        try:
-            d = json.loads(p.read_text())
-        except json.JSONDecodeError as exc:
-            raise InputError(f"--result is not valid JSON: {p}: {exc}") from exc
+        d = read_json(p, "--result file")
         rec = session.add_registration(d, inputs={"result": p})
         if rec.status != "ok":
             print(f"arspine igtl: warning: {p} is a rejected registration "

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
 from arspine.atomic import atomic_path, atomic_write_json
 from arspine.errors import InputError, RegistrationRejected
+from arspine.jsonfile import read_json
 
 __all__ = ["HELP", "add_arguments", "run", "write_png", "sensor_poses_from_result",
            "video_scene", "surface_plane"]
@@ -107,13 +107,7 @@ def _load_screws(args, case):
     if args.plan:
         from arspine.navigation.plan import SurgicalPlan
 
-        p = Path(args.plan)
-        if not p.is_file():
-            raise InputError(f"--plan file not found: {p}")
-        try:
-            return list(SurgicalPlan.from_dict(json.loads(p.read_text())))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"--plan {p} is not valid JSON: {exc}") from None
+        return list(SurgicalPlan.from_dict(read_json(args.plan, "--plan file")))
     if args.propose_screws:
         if case.ct_path is None or case.labels_path is None:
             raise InputError("--propose-screws needs a case with a CT and labels.nii.gz")
@@ -197,12 +191,7 @@ def run(args: argparse.Namespace) -> int:
     case = load_case(args.case, load_scan=False)
     if args.result:
         rp = Path(args.result)
-        if not rp.is_file():
-            raise InputError(f"--result file not found: {rp}")
-        try:
-            data = json.loads(rp.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(f"--result {rp} is not valid JSON: {exc}") from None
+        data = read_json(rp, "--result file")
         sensor_poses = sensor_poses_from_result(data, str(rp))
     elif case.truth:
         sensor_poses = {lv: d["T_sensor_from_ct"] for lv, d in case.truth.items()}
