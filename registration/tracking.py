@@ -267,20 +267,10 @@ def _inv(m: np.ndarray) -> np.ndarray:
 
 
 def _frame_points(points: object) -> np.ndarray:
-    """Validate a frame's ``(N, 3)`` points cheaply (one pass; N may be 0)."""
+    """A frame's ``(N, 3)`` points (N may be 0: a blank frame is lost, not an error)."""
     if isinstance(points, PointCloud):
         return points.points
-    try:
-        p = np.asarray(points, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"points must be a numeric (N, 3) array, got "
-                         f"{type(points).__name__}") from exc
-    if p.ndim != 2 or p.shape[1] != 3:
-        raise InputError(f"points must be (N, 3), got {p.shape}")
-    # one reduction instead of an elementwise isfinite: NaN / inf propagate into the sum
-    if p.size and not np.isfinite(np.add.reduce(p, axis=None)):
-        return as_points(p, "points")  # names the bad rows
-    return p
+    return as_points(points, "points", allow_empty=True)
 
 
 def _orthonormalize(m: np.ndarray) -> np.ndarray:
