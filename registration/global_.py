@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from arspine.registration._pc import unit
-from arspine.registration.icp import icp_point_to_plane
+from arspine.registration.icp import icp_point_to_plane, small_rigid
 
 __all__ = ["Hypothesis", "DepthImage", "visibility_score", "refine", "alternatives",
-           "exposure_hypotheses", "region_hypotheses", "global_search"]
+           "rotation_candidates", "hough_translations", "proxy_scores", "pattern_search",
+           "global_search"]
 
 
 @dataclass
@@ -158,126 +159,174 @@ def _frame(a: np.ndarray, n: np.ndarray) -> np.ndarray:
     return np.stack([a, n, np.cross(a, n)], axis=1)
 
 
-def exposure_hypotheses(scan, model, step_mm: float = 5.0, depth_steps=(-6, 0, 6),
-                        psi_deg=(-30.0, -15.0, 0.0, 15.0, 30.0, 90.0), tau_mm: float = 4.0,
-                        top_k: int = 8, max_points: int = 300, seed: int = 0,
-                        pitch_deg=(-20.0, 0.0, 20.0),
-                        roll_deg=(0.0,)) -> list[Hypothesis]:
-    """Sweep hypotheses pooled over the scan's candidate exposures (best first)."""
-    out: list[Hypothesis] = []
-    # Proxy scores of different regions are not comparable: each region keeps its own best
-    # (fewer for the less likely regions); the visibility score ranks them all later.
-    for i, (mask, normal) in enumerate(scan.regions):
-        k = max(2, top_k // (1 + i))
-        hs = region_hypotheses(scan.fine[mask], scan.fine_normals[mask], normal, model,
-                               step_mm, depth_steps, psi_deg, tau_mm, k, max_points, seed,
-                               pitch_deg, roll_deg)
-        for h in hs:
-            h.details["region"] = i
-        out += hs
-    return out
+def rotation_candidates(E: np.ndarray, skin_normal: np.ndarray, model,
+                        psi_deg=(-30.0, -15.0, 0.0, 15.0, 30.0),
+                        pitch_deg=(-15.0, 0.0, 15.0),
+                        round_ratio: float = 1.6) -> list[np.ndarray]:
+    """Candidate rotations (``R_ct_from_sensor``) from the shape of one exposure.
 
-
-def region_hypotheses(E: np.ndarray, En: np.ndarray, skin_normal: np.ndarray, model,
-                      step_mm: float = 5.0, depth_steps=(-6, 0, 6),
-                      psi_deg=(-12.0, 0.0, 12.0, 90.0), tau_mm: float = 4.0,
-                      top_k: int = 8, max_points: int = 600, seed: int = 0,
-                      pitch_deg=(-20.0, 0.0, 20.0),
-                      roll_deg=(0.0,)) -> list[Hypothesis]:
-    """Hypotheses from the structure of the exposure (midline sweep).
-
-    The skin normal around the wound gives the posterior direction, the wound's long axis
-    the spine axis (both signs: head/tail unknown), and a sweep along the axis (every
-    ``step_mm`` over the model's length) and in depth places the model; each placement is
-    scored by a fast truncated distance score on a subsample of exposure points.
+    The skin normal around the wound is the posterior direction and the wound's long axis
+    the spine axis, each a few tens of degrees off on real scans (skin sloping off the flank,
+    a wound split by a tool): both signs of the axis, yaw ``psi_deg`` about the normal and
+    pitch ``pitch_deg`` about the lateral direction are tried; a wound that is not elongated
+    (in-plane extent ratio below ``round_ratio``) gets the whole circle of yaws every 30 deg.
+    The wound's own 3D principal axes (its floor follows a lordotic spine) are a second
+    reading when they differ from the first.
     """
-    from arspine.registration._pc import voxel_downsample
-
-    if len(E) < 30:
-        return []
     c = np.median(E, axis=0)
-    n_s = skin_normal / np.linalg.norm(skin_normal)
+    n_s = unit(skin_normal)
     q = (E - c) - np.outer((E - c) @ n_s, n_s)
-    _, _, vt = np.linalg.svd(q[:: max(1, len(q) // 4000)], full_matrices=False)
-    # Two readings of the exposure: skin normal + wound axis in the skin plane, and the 3D
-    # principal axes of the wound itself (its floor follows the lordotic spine, which can run
-    # 30 degrees out of the skin plane). Each is tried with pitch and yaw perturbations.
+    _, sv, vt = np.linalg.svd(q[:: max(1, len(q) // 4000)], full_matrices=False)
     frames = [(vt[0], n_s)]
     _, _, vt3 = np.linalg.svd((E - c)[:: max(1, len(E) // 4000)], full_matrices=False)
     n3 = vt3[2] if vt3[2][2] < 0 else -vt3[2]
     if abs(vt3[0] @ vt[0]) < np.cos(np.radians(8)) or n3 @ n_s < np.cos(np.radians(8)):
         frames.append((vt3[0], n3))
-    sub, subn, _, _ = voxel_downsample(E, 4.0, En)
-    if len(sub) > max_points:
-        pick = np.random.default_rng(seed).choice(len(sub), max_points, replace=False)
-        sub, subn = sub[pick], subn[pick]
-    h_e = float(np.percentile((E - c) @ n_s, 50))
-    cands = []
-    L = len(model.levels)
+    if sv[0] < round_ratio * max(sv[1], 1e-9):
+        yaws = [(1.0, float(p)) for p in np.arange(0.0, 360.0, 30.0)]
+    else:
+        yaws = [(sg, float(p)) for sg in (1.0, -1.0) for p in psi_deg]
+    out = []
     for post0 in [model.posterior_ct, *model.posterior_alternatives]:
-        # Local frames along the (curved) spine: lordosis turns the axis 20+ degrees
-        # between the ends of a long CT, so each level anchors its own sweep.
-        for k in range(L):
-            if L >= 2:
-                axis = unit(model.centroids[min(k + 1, L - 1)] - model.centroids[max(k - 1, 0)])
-                half = 0.5 * float(np.linalg.norm(model.level_step_mm))
-            else:
-                axis = model.axis_ct
-                half = 0.4 * float(np.ptp((model.points - model.center_ct) @ axis))
-            post = unit(post0 - (post0 @ axis) * axis)
-            F_c = _frame(axis, post)
-            near = model.level_index == k
-            rel = model.points[near] - model.centroids[k]
-            h_m = float(np.percentile(rel @ post, 60))
-            offsets = np.arange(-half, half + 1e-9, step_mm)
-            grid_o, grid_d = np.meshgrid(offsets, np.asarray(depth_steps, float), indexing="ij")
-            grid_o, grid_d = grid_o.ravel(), grid_d.ravel()
-            targets = (model.centroids[k][None] + grid_o[:, None] * axis[None]
-                       + (h_m - h_e + grid_d)[:, None] * post[None])
-            for (a_f, n_f), sign, psi, pitch, roll in itertools.product(
-                    frames, (1.0, -1.0), psi_deg, pitch_deg, roll_deg):
-                if True:
-                    ps, pt, rl = np.radians(psi), np.radians(pitch), np.radians(roll)
-                    a_rot = np.cos(ps) * a_f + np.sin(ps) * np.cross(n_f, a_f)
-                    # pitch: tilt axis and normal together about the lateral direction
-                    a_p = np.cos(pt) * a_rot + np.sin(pt) * n_f
-                    n_p = np.cos(pt) * n_f - np.sin(pt) * a_rot
-                    # roll: the skin normal about the spine axis (a tilted patient, a
-                    # skin ring sloping off one side of the wound)
-                    n_p = np.cos(rl) * n_p + np.sin(rl) * np.cross(a_p, n_p)
-                    F_s = _frame(sign * a_p, n_p)
-                    R = F_c @ F_s.T                                 # ct_from_sensor
-                    base = sub @ R.T
-                    nb = subn @ R.T
-                    ts = targets - R @ c
-                    q = base[None, :, :] + ts[:, None, :]
-                    d, idx = model.nearest(q.reshape(-1, 3), tau_mm)
-                    d, idx = d.reshape(len(ts), -1), idx.reshape(len(ts), -1)
-                    agree = np.einsum("knj,nj->kn", model.normals[np.maximum(idx, 0)],
-                                      nb) > 0.3
-                    w = np.where(np.isfinite(d) & agree,
-                                 1 - (np.minimum(d, tau_mm) / tau_mm) ** 2, 0.0)
-                    sc = w.sum(axis=1)
-                    for j in np.argsort(-sc)[:3]:
-                        cands.append((float(sc[j]), R, ts[j], sign, psi, grid_o[j],
-                                      grid_d[j]))
-    cands.sort(key=lambda x: -x[0])
-    out: list[Hypothesis] = []
-    for s, R, t, sign, psi, o, dh in cands:
-        T = np.eye(4)
-        T[:3, :3], T[:3, 3] = R, t
-        if any(_close(T, h.T, model.center_ct, 6.0, 10.0) for h in out):
-            continue
-        out.append(Hypothesis(T, s, "sweep", 0, {"sign": sign, "psi_deg": psi,
-                                                 "offset_mm": float(o), "depth_mm": dh}))
-        if len(out) >= top_k:
-            break
+        post = unit(post0 - (post0 @ model.axis_ct) * model.axis_ct)
+        F_c = _frame(model.axis_ct, post)
+        for (a_f, n_f), (sign, psi), pitch in itertools.product(frames, yaws, pitch_deg):
+            ps, pt = np.radians(psi), np.radians(pitch)
+            a_rot = np.cos(ps) * a_f + np.sin(ps) * np.cross(n_f, a_f)
+            a_p = np.cos(pt) * a_rot + np.sin(pt) * n_f
+            n_p = np.cos(pt) * n_f - np.sin(pt) * a_rot
+            out.append(F_c @ _frame(sign * a_p, n_p).T)
     return out
 
 
+def hough_translations(R: np.ndarray, S: np.ndarray, Sn: np.ndarray, M: np.ndarray,
+                       Mn: np.ndarray, bin_mm: float = 5.0, cos_min: float = 0.85,
+                       top: int = 3) -> list[tuple[np.ndarray, float]]:
+    """Translations that bring scan points onto the model under rotation ``R``, by voting.
+
+    Every pair of a scan point and a model point whose normals agree under ``R`` votes for
+    ``t = m - R s``; bone seen in the exposure votes coherently for the true translation
+    (and for the one-level shifts), clutter scatters. Returns up to ``top`` peaks
+    ``(t (3,), votes)`` of the 2x2x2-smoothed vote grid, strongest first, at least 3 bins
+    apart.
+    """
+    Sr = S @ R.T
+    si, mi = np.nonzero((Sn @ R.T) @ Mn.T > cos_min)
+    if len(si) == 0:
+        return []
+    t = M[mi] - Sr[si]
+    k = np.floor(t / bin_mm).astype(np.int64)
+    lo = k.min(axis=0)
+    k -= lo
+    dims = k.max(axis=0) + 2
+    lin = (k[:, 0] * dims[1] + k[:, 1]) * dims[2] + k[:, 2]
+    acc = np.bincount(lin, minlength=int(np.prod(dims))).reshape(dims).astype(np.float32)
+    for ax in range(3):  # sum over 2 bins per axis: a peak on a bin edge is not split
+        sh = [slice(None)] * 3
+        sh2 = [slice(None)] * 3
+        sh[ax], sh2[ax] = slice(None, -1), slice(1, None)
+        acc[tuple(sh)] += acc[tuple(sh2)]
+    flat = acc.ravel()
+    n_c = min(60, len(flat) - 1)
+    cand = np.argpartition(-flat, n_c)[:n_c]
+    cand = cand[np.argsort(-flat[cand])]
+    out: list = []
+    for j in cand:
+        ijk = np.array(np.unravel_index(j, dims))
+        if any(np.abs(ijk - p).max() <= 3 for p, _ in out):
+            continue
+        out.append((ijk, float(flat[j])))
+        if len(out) >= top:
+            break
+    return [((ijk + lo + 1.0) * bin_mm, v) for ijk, v in out]
+
+
+def proxy_scores(Ts: np.ndarray, P: np.ndarray, Pn: np.ndarray, model,
+                 tau_mm: float) -> np.ndarray:
+    """Truncated-quadratic fit of scan points ``P`` to the model under each pose ``Ts``.
+
+    ``Ts`` (K, 4, 4) ``T_ct_from_sensor``; a point counts ``1 - (d / tau)^2`` when its
+    nearest model point is within ``tau_mm`` and the normals agree. Returns (K,) scores.
+    """
+    R = Ts[:, :3, :3]
+    q = np.matmul(P[None], R.transpose(0, 2, 1)) + Ts[:, None, :3, 3]
+    d, idx = model.nearest(q.reshape(-1, 3), tau_mm)
+    d, idx = d.reshape(len(Ts), -1), idx.reshape(len(Ts), -1)
+    nb = np.matmul(Pn[None], R.transpose(0, 2, 1))
+    agree = np.einsum("knj,knj->kn", model.normals[np.maximum(idx, 0)], nb) > 0.3
+    w = np.where(np.isfinite(d) & agree, 1.0 - (np.minimum(d, tau_mm) / tau_mm) ** 2, 0.0)
+    return w.sum(axis=1)
+
+
+def _moves(step_deg: float, step_mm: float, c: np.ndarray) -> np.ndarray:
+    out = np.zeros((12, 4, 4))
+    for k in range(6):
+        for j, s in enumerate((-1.0, 1.0)):
+            x = np.zeros(6)
+            x[k] = s * (np.radians(step_deg) if k < 3 else step_mm)
+            M = small_rigid(x)
+            M[:3, 3] += c - M[:3, :3] @ c  # rotations about c
+            out[2 * k + j] = M
+    return out
+
+
+def pattern_search(T: np.ndarray, P: np.ndarray, Pn: np.ndarray, model,
+                   taus=(8.0, 5.0, 3.0), step=(6.0, 6.0), min_step_deg: float = 0.5
+                   ) -> np.ndarray:
+    """Local search of the pose that maximises :func:`proxy_scores` (coarse to fine ``tau``).
+
+    Moves of +-``step`` (deg about the points' centre, mm) along each of the 6 axes; the best
+    improving move is taken, the steps halve when none improves. With a wide ``tau`` first
+    the basin reaches 10-15 deg / 10-15 mm, where point-to-plane ICP on the same points,
+    pulled by the wound walls and the repeating laminae, reaches about 5.
+    """
+    T = np.array(T, dtype=np.float64)
+    for i, tau in enumerate(taus):
+        sd, sm = (step if i == 0 else (step[0] / 2, step[1] / 2))
+        cur = proxy_scores(T[None], P, Pn, model, tau)[0]
+        while sd >= min_step_deg:
+            c = P.mean(axis=0) @ T[:3, :3].T + T[:3, 3]
+            Ts = _moves(sd, sm, c) @ T
+            s = proxy_scores(Ts, P, Pn, model, tau)
+            j = int(np.argmax(s))
+            if s[j] > cur:
+                T, cur = Ts[j], s[j]
+            else:
+                sd, sm = sd / 2, sm / 2
+    return T
+
+
+def _facing(T_ct_from_sensor: np.ndarray, model, max_deg: float) -> bool:
+    """The back of the model (any posterior candidate) faces the sensor within ``max_deg``."""
+    Ts = np.linalg.inv(T_ct_from_sensor)
+    c_s = Ts[:3, :3] @ model.center_ct + Ts[:3, 3]
+    view = -c_s / max(np.linalg.norm(c_s), 1e-9)
+    cos = np.cos(np.radians(max_deg))
+    return any((Ts[:3, :3] @ p) @ view > cos
+               for p in [model.posterior_ct, *model.posterior_alternatives])
+
+
+def _region_points(E, En, voxel, n_max, rng):
+    from arspine.registration._pc import voxel_downsample
+
+    p, n, _, _ = voxel_downsample(E, voxel, En)
+    if len(p) > n_max:
+        pick = rng.choice(len(p), n_max, replace=False)
+        p, n = p[pick], n[pick]
+    return p, n
+
+
 def global_search(scan, model, depth: DepthImage, n_hypotheses: int = 8,
-                  seed: int = 0) -> list[Hypothesis]:
+                  seed: int = 0, max_facing_deg: float = 60.0) -> list[Hypothesis]:
     """Ranked hypotheses (best first), the best pose's look-alikes included.
+
+    Per candidate exposure: rotations from its shape (:func:`rotation_candidates`), for each
+    the translations voted by normal-compatible point pairs (:func:`hough_translations`),
+    all ranked by :func:`proxy_scores`; the best few distinct ones are refined by
+    :func:`pattern_search` and scored by visibility on the whole scan. Poses whose back
+    does not face the sensor are not considered (a depth camera over an open spine sees the
+    back). The look-alikes of the best pose (+-1, +-2 levels, 180-degree flips) are always
+    refined and scored, several rounds when one of them wins.
 
     Parameters
     ----------
@@ -285,24 +334,42 @@ def global_search(scan, model, depth: DepthImage, n_hypotheses: int = 8,
 
     Returns
     -------
-    list of Hypothesis sorted by visibility score (after a brief robust ICP each).
+    list of Hypothesis sorted by visibility score; ``details["region"]`` is the exposure.
     """
     from arspine.registration._pc import voxel_downsample
 
-    # Each hypothesis is refined on the points of the region it came from: another region
-    # (a fold, the skin beside a hand) inside a long model's box must not pull it.
-    coarse = []
-    for mask, _ in scan.regions:
-        p, n, _, _ = voxel_downsample(scan.fine[mask], 3.0, scan.fine_normals[mask])
-        coarse.append((p, n))
-    hyps = exposure_hypotheses(scan, model, top_k=n_hypotheses, seed=seed)
-    for h in hyps:
-        Ec, Ecn = coarse[h.details.get("region", 0)]
-        h.T = refine(h.T, Ec, Ecn, model, schedule=(10.0, 6.0, 4.0, 3.0), iters=4)
-        h.score = visibility_score(np.linalg.inv(h.T), model, depth)[0]
+    rng = np.random.default_rng(seed)
+    M, Mn, _, _ = voxel_downsample(model.points, 4.0, model.normals)
+    pts = []
+    hyps: list[Hypothesis] = []
+    for i, (mask, normal) in enumerate(scan.regions):
+        E, En = scan.fine[mask], scan.fine_normals[mask]
+        S, Sn = _region_points(E, En, 4.0, 200, rng)
+        P, Pn = _region_points(E, En, 3.0, 600, rng)
+        pts.append((P, Pn))
+        if len(S) < 12:
+            continue
+        cands = [np.r_[np.c_[R, t], [[0, 0, 0, 1]]]
+                 for R in rotation_candidates(E, normal, model)
+                 for t, _ in hough_translations(R, S, Sn, M, Mn)]
+        cands = [T for T in cands if _facing(T, model, max_facing_deg)]
+        if not cands:
+            continue
+        Ts = np.array(cands)
+        sc = proxy_scores(Ts, P, Pn, model, 5.0)
+        kept: list[np.ndarray] = []
+        for j in np.argsort(-sc):
+            if any(_close(Ts[j], k, model.center_ct, 8.0, 10.0) for k in kept):
+                continue
+            kept.append(Ts[j])
+            if len(kept) >= max(2, n_hypotheses // (1 + i)):
+                break
+        for T0 in kept:
+            T = pattern_search(T0, P, Pn, model)
+            hyps.append(Hypothesis(T, visibility_score(np.linalg.inv(T), model, depth)[0],
+                                   "hough", details={"region": i}))
     if not hyps:
         return []
-    hyps.sort(key=lambda h: -h.score)
     # The look-alikes of the best pose; when one of them wins, its own look-alikes are
     # evaluated too (a flip of a shift is still a look-alike), a few rounds at most.
     done: list[np.ndarray] = []
@@ -313,10 +380,12 @@ def global_search(scan, model, depth: DepthImage, n_hypotheses: int = 8,
             break
         done.append(best.T)
         region = best.details.get("region", 0)
-        Ec, Ecn = coarse[region]
+        P, Pn = pts[region]
         for name, Ta in alternatives(best.T, model):
-            Tr = refine(Ta, Ec, Ecn, model, schedule=(6.0, 4.0, 3.0), iters=4)
-            hyps.append(Hypothesis(Tr, visibility_score(np.linalg.inv(Tr), model, depth)[0],
-                                   name, details={"region": region}))
+            Tr = pattern_search(Ta, P, Pn, model, taus=(5.0, 3.0), step=(3.0, 3.0))
+            s = visibility_score(np.linalg.inv(Tr), model, depth)[0]
+            if not _facing(Tr, model, max_facing_deg):
+                s = -np.inf
+            hyps.append(Hypothesis(Tr, s, name, details={"region": region}))
     hyps.sort(key=lambda h: -h.score)
     return hyps
