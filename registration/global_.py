@@ -104,9 +104,12 @@ class DepthImage:
     Used to test model points against what the sensor saw along the same ray: a scan point
     well *behind* a model point means the sensor saw through where bone should be (free-space
     violation: strong evidence against the pose); one in *front* is an occlusion (neutral).
+    With ``normals`` (unit, toward the sensor; zero where unknown) each bin also keeps the
+    normal of its nearest point, so support can require the surface to face the same way.
     """
 
-    def __init__(self, points: np.ndarray, bin_rad: float = 0.0035):
+    def __init__(self, points: np.ndarray, bin_rad: float = 0.0035,
+                 normals: np.ndarray | None = None):
         z = points[:, 2]
         ok = z > 1e-6
         p = points[ok]
@@ -115,29 +118,49 @@ class DepthImage:
         v = np.floor(p[:, 1] / p[:, 2] / bin_rad).astype(np.int64)
         self.u0, self.v0 = int(u.min()), int(v.min())
         self.shape = (int(u.max()) - self.u0 + 1, int(v.max()) - self.v0 + 1)
+        lin = (u - self.u0) * self.shape[1] + (v - self.v0)
+        order = np.lexsort((p[:, 2], lin))
+        first = order[np.r_[True, lin[order][1:] != lin[order][:-1]]]
         self.depth = np.full(self.shape, np.inf)
-        np.minimum.at(self.depth, (u - self.u0, v - self.v0), p[:, 2])
+        self.depth.ravel()[lin[first]] = p[first, 2]
+        self.normals = None
+        if normals is not None:
+            self.normals = np.zeros(self.shape + (3,))
+            self.normals.reshape(-1, 3)[lin[first]] = normals[ok][first]
 
-    def lookup(self, pts: np.ndarray) -> np.ndarray:
-        """Scan depth (z, mm) on the rays of ``pts`` (sensor frame); inf when none."""
-        out = np.full(len(pts), np.inf)
+    def _bins(self, pts: np.ndarray):
         z = pts[:, 2]
         ok = z > 1e-6
         u = np.floor(pts[ok, 0] / z[ok] / self.bin).astype(np.int64) - self.u0
         v = np.floor(pts[ok, 1] / z[ok] / self.bin).astype(np.int64) - self.v0
         inside = (u >= 0) & (u < self.shape[0]) & (v >= 0) & (v < self.shape[1])
-        idx = np.flatnonzero(ok)[inside]
-        out[idx] = self.depth[u[inside], v[inside]]
+        return np.flatnonzero(ok)[inside], u[inside], v[inside]
+
+    def lookup(self, pts: np.ndarray) -> np.ndarray:
+        """Scan depth (z, mm) on the rays of ``pts`` (sensor frame); inf when none."""
+        out = np.full(len(pts), np.inf)
+        idx, u, v = self._bins(pts)
+        out[idx] = self.depth[u, v]
+        return out
+
+    def lookup_normals(self, pts: np.ndarray) -> np.ndarray:
+        """Scan normal on the rays of ``pts`` (zero when none or unknown)."""
+        out = np.zeros((len(pts), 3))
+        if self.normals is not None:
+            idx, u, v = self._bins(pts)
+            out[idx] = self.normals[u, v]
         return out
 
 
 def visibility_score(T_sensor_from_ct: np.ndarray, model, depth: DepthImage,
                      tau_mm: float = 3.0, violation_mm: float = 5.0,
-                     violation_weight: float = 1.0, mask: np.ndarray | None = None):
+                     violation_weight: float = 1.0, mask: np.ndarray | None = None,
+                     min_normal_dot: float = 0.5):
     """Support minus free-space violations of the model's sensor-facing shell points.
 
     Returns ``(score, n_support, n_violation, n_facing)``; with ``mask`` only those shell
-    points count.
+    points count. When ``depth`` holds normals, support also needs the scan normal within
+    ``acos(min_normal_dot)`` of the model's.
     """
     P = model.points if mask is None else model.points[mask]
     N = model.normals if mask is None else model.normals[mask]
@@ -148,6 +171,10 @@ def visibility_score(T_sensor_from_ct: np.ndarray, model, depth: DepthImage,
     ps = ps[facing]
     dz = depth.lookup(ps) - ps[:, 2]
     sup = np.abs(dz) < tau_mm
+    if depth.normals is not None:
+        # Support needs the seen surface to face the way the bone does: a smooth drape
+        # under a wrongly placed spine matches depths, not the relief's normals.
+        sup &= np.einsum("ij,ij->i", depth.lookup_normals(ps), ns[facing]) > min_normal_dot
     viol = np.isfinite(dz) & (dz > violation_mm)
     s = float(np.sum(1.0 - (dz[sup] / tau_mm) ** 2) - violation_weight * np.sum(viol))
     return s, int(sup.sum()), int(viol.sum()), int(facing.sum())
@@ -317,7 +344,8 @@ def _region_points(E, En, voxel, n_max, rng):
 
 
 def global_search(scan, model, depth: DepthImage, n_hypotheses: int = 8,
-                  seed: int = 0, max_facing_deg: float = 60.0) -> list[Hypothesis]:
+                  seed: int = 0, max_facing_deg: float = 60.0, n_vote_points: int = 200,
+                  n_score_points: int = 600) -> list[Hypothesis]:
     """Ranked hypotheses (best first), the best pose's look-alikes included.
 
     Per candidate exposure: rotations from its shape (:func:`rotation_candidates`), for each
@@ -344,8 +372,8 @@ def global_search(scan, model, depth: DepthImage, n_hypotheses: int = 8,
     hyps: list[Hypothesis] = []
     for i, (mask, normal) in enumerate(scan.regions):
         E, En = scan.fine[mask], scan.fine_normals[mask]
-        S, Sn = _region_points(E, En, 4.0, 200, rng)
-        P, Pn = _region_points(E, En, 3.0, 600, rng)
+        S, Sn = _region_points(E, En, 4.0, n_vote_points, rng)
+        P, Pn = _region_points(E, En, 3.0, n_score_points, rng)
         pts.append((P, Pn))
         if len(S) < 12:
             continue

@@ -120,7 +120,7 @@ def register(model, scan, levels: list | None = None,
                          f"exposure < {cfg.gate.min_inliers})", model, np.eye(4),
                          {"n_input_points": ps.n_input, "n_fine_points": int(len(ps.fine))},
                          t_pre, t0)
-    depth = DepthImage(ps.fine)
+    depth = DepthImage(ps.fine, normals=ps.fine_normals)
     scored = global_search(ps, model, depth, cfg.n_hypotheses, cfg.seed)
     if not scored:
         return _rejected("no exposed surface found in the scan to register", model, np.eye(4),
