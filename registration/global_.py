@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from arspine.registration._pc import unit
-from arspine.registration.icp import icp_point_to_plane, small_rigid
+from arspine.registration.icp import icp_point_to_plane
 
 __all__ = ["Hypothesis", "DepthImage", "visibility_score", "refine", "alternatives",
            "rotation_candidates", "hough_translations", "proxy_scores", "pattern_search",
@@ -286,20 +286,25 @@ def proxy_scores(Ts: np.ndarray, P: np.ndarray, Pn: np.ndarray, model,
 
 
 def _moves(step_deg: float, step_mm: float, c: np.ndarray) -> np.ndarray:
-    out = np.zeros((12, 4, 4))
-    for k in range(6):
-        for j, s in enumerate((-1.0, 1.0)):
-            x = np.zeros(6)
-            x[k] = s * (np.radians(step_deg) if k < 3 else step_mm)
-            M = small_rigid(x)
-            M[:3, 3] += c - M[:3, :3] @ c  # rotations about c
-            out[2 * k + j] = M
+    """The 12 pattern moves (4, 4): +-step rotations about the axes through ``c``, +-step
+    translations along them."""
+    th = np.radians(step_deg)
+    co, si = np.cos(th), np.sin(th)
+    out = np.tile(np.eye(4), (12, 1, 1))
+    for k in range(3):
+        i, j = (k + 1) % 3, (k + 2) % 3
+        for m, s in enumerate((-1.0, 1.0)):
+            R = out[2 * k + m, :3, :3]
+            R[i, i] = R[j, j] = co
+            R[i, j], R[j, i] = -s * si, s * si
+            out[2 * k + m, :3, 3] = c - R @ c
+            out[6 + 2 * k + m, k, 3] = s * step_mm
     return out
 
 
 def pattern_search(T: np.ndarray, P: np.ndarray, Pn: np.ndarray, model,
-                   taus=(8.0, 5.0, 3.0), step=(6.0, 6.0), min_step_deg: float = 0.5
-                   ) -> np.ndarray:
+                   taus=(8.0, 5.0, 3.0), step=(6.0, 6.0), min_step_deg: float = 0.5,
+                   coarse_min_step_deg: float = 1.0) -> np.ndarray:
     """Local search of the pose that maximises :func:`proxy_scores` (coarse to fine ``tau``).
 
     Moves of +-``step`` (deg about the points' centre, mm) along each of the 6 axes; the best
@@ -311,7 +316,8 @@ def pattern_search(T: np.ndarray, P: np.ndarray, Pn: np.ndarray, model,
     for i, tau in enumerate(taus):
         sd, sm = (step if i == 0 else (step[0] / 2, step[1] / 2))
         cur = proxy_scores(T[None], P, Pn, model, tau)[0]
-        while sd >= min_step_deg:
+        stop = min_step_deg if i == len(taus) - 1 else coarse_min_step_deg
+        while sd >= stop:
             c = P.mean(axis=0) @ T[:3, :3].T + T[:3, 3]
             Ts = _moves(sd, sm, c) @ T
             s = proxy_scores(Ts, P, Pn, model, tau)
@@ -344,8 +350,9 @@ def _region_points(E, En, voxel, n_max, rng):
 
 
 def global_search(scan, model, depth: DepthImage, n_hypotheses: int = 8,
-                  seed: int = 0, max_facing_deg: float = 60.0, n_vote_points: int = 200,
-                  n_score_points: int = 600) -> list[Hypothesis]:
+                  seed: int = 0, max_facing_deg: float = 60.0, n_vote_points: int = 120,
+                  n_score_points: int = 600, vote_voxel_mm: float = 5.0
+                  ) -> list[Hypothesis]:
     """Ranked hypotheses (best first), the best pose's look-alikes included.
 
     Per candidate exposure: rotations from its shape (:func:`rotation_candidates`), for each
@@ -367,7 +374,7 @@ def global_search(scan, model, depth: DepthImage, n_hypotheses: int = 8,
     from arspine.registration._pc import voxel_downsample
 
     rng = np.random.default_rng(seed)
-    M, Mn, _, _ = voxel_downsample(model.points, 4.0, model.normals)
+    M, Mn, _, _ = voxel_downsample(model.points, vote_voxel_mm, model.normals)
     pts = []
     hyps: list[Hypothesis] = []
     for i, (mask, normal) in enumerate(scan.regions):

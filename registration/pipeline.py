@@ -128,22 +128,23 @@ def register(model, scan, levels: list | None = None,
     best = scored[0]
     region = ps.regions[best.details.get("region", 0)][0]
     E, En = ps.fine[region], ps.fine_normals[region]
-    # Fine: robust point-to-plane on the exposure.
-    fine = icp_point_to_plane(E, En, model.nearest, model.points, model.normals, best.T,
-                              schedule_mm=cfg.fine_schedule_mm, iters_per_stage=6)
-    T_best = fine.T_ct_from_sensor
-    vs, sup, viol, facing = visibility_score(np.linalg.inv(T_best), model, depth)
+    T_best, per, (vs, sup, viol, facing) = _articulated(best.T, E, En, model, depth, cfg)
     n_in, rmse = _inlier_stats(T_best, E, En, model, cfg.inlier_mm)
-    # Runner-up: the best-scoring hypothesis that is a different pose.
-    runner = next((h for h in scored[1:]
-                   if not _close(h.T, T_best, model.center_ct, 5.0, 5.0)), None)
-    r_score = runner.score if runner is not None else -np.inf
+    # Runner-up: the best-scoring hypothesis that is a different pose, refined and scored
+    # the same way (each level at its own pose: the vertebrae moved since the CT, and a
+    # rigid spine scores the true pose and a one-level shift too alike).
+    others = [h for h in scored[1:] if not _close(h.T, T_best, model.center_ct, 5.0, 5.0)]
+    runner, r_score = (others[0] if others else None), -np.inf
+    for h in others[:2]:
+        r_reg = ps.regions[h.details.get("region", 0)][0]
+        T_r, _, (s_r, *_) = _articulated(h.T, ps.fine[r_reg], ps.fine_normals[r_reg], model,
+                                         depth, cfg)
+        if not _close(T_r, T_best, model.center_ct, 5.0, 5.0) and s_r > r_score:
+            runner, r_score = h, s_r
     margin = float((vs - r_score) / abs(vs)) if vs > 0 and np.isfinite(r_score) else (
         1.0 if vs > 0 else 0.0)
     T_whole = RigidTransform.from_matrix(np.linalg.inv(T_best), "sensor", "ct",
                                          orthonormalize=True)
-    # Per level.
-    per = refine_levels(T_best, E, En, model) if cfg.per_level else {}
     verts = {}
     exposed = []
     for name, r in per.items():
@@ -200,6 +201,33 @@ def register(model, scan, levels: list | None = None,
     t_reg = time.perf_counter() - t0
     return RegistrationResult(status, reason, T_whole, verts, quality,
                               {"prepare_scan": t_pre, "register": t_reg}, t_reg)
+
+
+def _articulated(T0: np.ndarray, E: np.ndarray, En: np.ndarray, model, depth: DepthImage,
+                 cfg: RegisterConfig):
+    """Fine whole-spine ICP from ``T0``, then every level on its own, and the visibility of
+    the spine with each level at its own pose.
+
+    Returns ``(T_fine, per_level, (score, support, violations, facing))``.
+    """
+    fine = icp_point_to_plane(E, En, model.nearest, model.points, model.normals, T0,
+                              schedule_mm=cfg.fine_schedule_mm, iters_per_stage=6)
+    T = fine.T_ct_from_sensor
+    per = refine_levels(T, E, En, model) if cfg.per_level else {}
+    if not per:
+        return T, per, visibility_score(np.linalg.inv(T), model, depth)
+    tot = np.zeros(4)
+    for name in model.levels:
+        mask = model.level_mask(name)
+        Tl = per[name]["T"] if name in per else T
+        v = visibility_score(np.linalg.inv(Tl), model, depth, mask=mask)
+        # Only a level the scan supports on its own keeps its own pose: elsewhere (under
+        # the skin, on a drape) free levels would fit whatever is there.
+        if name in per and (v[1] < cfg.gate.min_level_coverage * max(v[3], 1)
+                            or per[name]["n_inliers"] < cfg.gate.min_level_inliers):
+            v = visibility_score(np.linalg.inv(T), model, depth, mask=mask)
+        tot += v
+    return T, per, (float(tot[0]), int(tot[1]), int(tot[2]), int(tot[3]))
 
 
 def _rejected(reason: str, model, T: np.ndarray, quality: dict, t_pre: float,
