@@ -379,8 +379,17 @@ def global_search(scan, model, depth: DepthImage, n_hypotheses: int = 8,
     hyps: list[Hypothesis] = []
     for i, (mask, normal) in enumerate(scan.regions):
         E, En = scan.fine[mask], scan.fine_normals[mask]
-        S, Sn = _region_points(E, En, 4.0, n_vote_points, rng)
-        P, Pn = _region_points(E, En, 3.0, n_score_points, rng)
+        # Bone is the floor of the wound: two thirds of the voting points come from the
+        # deepest 40 % along the skin normal (there the bone fraction is about doubled when
+        # skin, walls and retractors dominate the region), a third from anywhere.
+        h = (E - np.median(E, axis=0)) @ unit(normal)
+        deep = h <= np.percentile(h, 40)
+        S1, Sn1 = _region_points(E[deep], En[deep], 4.0, (2 * n_vote_points) // 3, rng)
+        S2, Sn2 = _region_points(E, En, 4.0, n_vote_points - len(S1), rng)
+        S, Sn = np.vstack([S1, S2]), np.vstack([Sn1, Sn2])
+        P1, Pn1 = _region_points(E[deep], En[deep], 3.0, (2 * n_score_points) // 3, rng)
+        P2, Pn2 = _region_points(E, En, 3.0, n_score_points - len(P1), rng)
+        P, Pn = np.vstack([P1, P2]), np.vstack([Pn1, Pn2])
         pts.append((P, Pn))
         if len(S) < 12:
             continue

@@ -23,15 +23,37 @@ def level_motion(T_level: np.ndarray, T_whole: np.ndarray, center_ct: np.ndarray
     return mm, ang
 
 
+class _LevelView:
+    """The model seen as one level only (``nearest`` ignores the other levels)."""
+
+    def __init__(self, model, i: int):
+        self.model, self.i, self.normals = model, i, model.normals
+
+    def nearest(self, q: np.ndarray, dmax: float):
+        d, j = self.model.nearest(q, dmax)
+        other = (j >= 0) & (self.model.level_index[np.maximum(j, 0)] != self.i)
+        return np.where(other, np.inf, d), np.where(other, -1, j)
+
+
 def refine_levels(T_whole: np.ndarray, pts: np.ndarray, nrm: np.ndarray, model,
-                  assign_mm: float = 4.0, schedule_mm=(3.0, 2.0, 1.5),
-                  max_motion_mm: float = 6.0, max_motion_deg: float = 6.0) -> dict:
+                  assign_mm: float = 6.0, schedule_mm=(3.0, 2.0, 1.5),
+                  max_motion_mm: float = 6.0, max_motion_deg: float = 6.0,
+                  search: bool = True) -> dict:
     """Refine every level from ``T_whole`` (``T_ct_from_sensor``).
+
+    Scan points are assigned to the level nearest under the whole-spine pose (within
+    ``assign_mm``). Each level is first moved by a short score-driven pattern search (the
+    vertebrae moved by a few mm / degrees since the CT, beyond point-to-plane ICP's 3 mm
+    correspondences), then refined by robust ICP on its own points, inside a trust region of
+    ``max_motion_mm`` / ``max_motion_deg`` around the whole-spine pose.
 
     Returns
     -------
     dict level -> {"T": (4, 4) T_ct_from_sensor, "rmse_mm", "n_inliers", "n_points"}
     """
+    from arspine.registration.global_ import pattern_search
+    from arspine.registration.icp import _clamp
+
     R, t = T_whole[:3, :3], T_whole[:3, 3]
     q = pts @ R.T + t
     d, idx = model.nearest(q, assign_mm)
@@ -45,16 +67,19 @@ def refine_levels(T_whole: np.ndarray, pts: np.ndarray, nrm: np.ndarray, model,
             out[name] = {"T": T_whole.copy(), "rmse_mm": float("inf"), "n_inliers": 0,
                          "n_points": int(sel.sum())}
             continue
-        def nearest(q, dmax, i=i):
-            d, j = model.nearest(q, dmax)
-            other = (j >= 0) & (model.level_index[np.maximum(j, 0)] != i)
-            return np.where(other, np.inf, d), np.where(other, -1, j)
-
-        res = icp_point_to_plane(pts[sel], nrm[sel], nearest, model.points,
-                                 model.normals, T_whole, schedule_mm=schedule_mm,
+        view = _LevelView(model, i)
+        T0 = T_whole
+        if search and sel.sum() >= 30:
+            T0 = pattern_search(T_whole, pts[sel], nrm[sel], view, taus=(5.0, 3.0),
+                                step=(2.0, 2.0))
+            T0 = _clamp(T0, T_whole, model.centroids[i], max_motion_mm, max_motion_deg)
+        res = icp_point_to_plane(pts[sel], nrm[sel], view.nearest, model.points,
+                                 model.normals, T0, schedule_mm=schedule_mm,
                                  motion_center=model.centroids[i],
                                  iters_per_stage=6, tukey_c_mm=2.0,
                                  max_motion_mm=max_motion_mm, max_motion_deg=max_motion_deg)
-        out[name] = {"T": res.T_ct_from_sensor, "rmse_mm": res.rmse_mm,
+        T_l = _clamp(res.T_ct_from_sensor, T_whole, model.centroids[i], max_motion_mm,
+                     max_motion_deg)
+        out[name] = {"T": T_l, "rmse_mm": res.rmse_mm,
                      "n_inliers": res.n_inliers, "n_points": int(sel.sum())}
     return out
