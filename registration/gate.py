@@ -31,6 +31,9 @@ class GateConfig:
     min_level_coverage: float = 0.12   # supported / sensor-facing shell points of a level
     min_level_inliers: int = 250
     max_level_rmse_mm: float = 1.5
+    max_level_predicted_tre_mm: float = 1.5  # from the fit's information matrix (see
+                                           # multibody.predicted_tre): a patch that pins
+                                           # the pose poorly in some direction
     max_level_motion_mm: float = 6.0   # per-level pose vs whole-spine pose (the refinement's
     max_level_motion_deg: float = 6.0  # trust region: a level that hits it is not trusted)
     min_levels: int = 2                # accepted levels needed (when the model has 2+):
@@ -74,6 +77,10 @@ def gate_level(level: str, v: dict, cfg: GateConfig) -> str | None:
         return f"{level}: too few bone points ({v['n_inliers']} < {cfg.min_level_inliers})"
     if v["rmse_mm"] > cfg.max_level_rmse_mm:
         return f"{level}: residual {v['rmse_mm']:.2f} mm > {cfg.max_level_rmse_mm:.2f} mm"
+    pred = v.get("predicted_tre_mm")
+    if pred is not None and not pred <= cfg.max_level_predicted_tre_mm:
+        return (f"{level}: the seen surface pins the pose poorly (predicted target error "
+                f"{pred:.1f} mm > {cfg.max_level_predicted_tre_mm:g} mm)")
     # A level at the trust region's edge wanted to go farther: not trusted.
     if (v["motion_mm"] >= 0.99 * cfg.max_level_motion_mm
             or v["motion_deg"] >= 0.99 * cfg.max_level_motion_deg):

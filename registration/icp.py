@@ -24,6 +24,7 @@ class IcpResult:
     n_inliers: int
     iterations: int
     converged: bool
+    information: np.ndarray | None = None  # (6, 6) J^T W J of the last step (rot, trans)
 
 
 def small_rigid(x: np.ndarray) -> np.ndarray:
@@ -69,6 +70,7 @@ def icp_point_to_plane(src: np.ndarray, src_normals: np.ndarray | None, nearest,
     """
     T = np.array(T_init, dtype=np.float64)
     it_total, n_in, rmse, converged = 0, 0, np.inf, False
+    A = None
     T0 = T.copy()
     center = tgt.mean(axis=0) if motion_center is None else np.asarray(motion_center, float)
     for dmax in schedule_mm:
@@ -104,7 +106,7 @@ def icp_point_to_plane(src: np.ndarray, src_normals: np.ndarray | None, nearest,
             if np.linalg.norm(x[:3]) < tol * 0.1 and np.linalg.norm(x[3:]) < tol:
                 converged = True
                 break
-    return IcpResult(T, rmse, n_in, it_total, converged or it_total > 0)
+    return IcpResult(T, rmse, n_in, it_total, converged or it_total > 0, A)
 
 
 def _clamp(T: np.ndarray, T0: np.ndarray, c: np.ndarray, max_mm: float | None,

@@ -11,7 +11,7 @@ import numpy as np
 
 from arspine.registration.icp import icp_point_to_plane
 
-__all__ = ["refine_levels", "level_motion"]
+__all__ = ["refine_levels", "level_motion", "predicted_tre", "level_targets"]
 
 
 def level_motion(T_level: np.ndarray, T_whole: np.ndarray, center_ct: np.ndarray
@@ -81,5 +81,41 @@ def refine_levels(T_whole: np.ndarray, pts: np.ndarray, nrm: np.ndarray, model,
         T_l = _clamp(res.T_ct_from_sensor, T_whole, model.centroids[i], max_motion_mm,
                      max_motion_deg)
         out[name] = {"T": T_l, "rmse_mm": res.rmse_mm,
-                     "n_inliers": res.n_inliers, "n_points": int(sel.sum())}
+                     "n_inliers": res.n_inliers, "n_points": int(sel.sum()),
+                     "predicted_tre_mm": predicted_tre(res.information, res.rmse_mm,
+                                                       level_targets(model, i))}
     return out
+
+
+def level_targets(model, i: int) -> np.ndarray:
+    """(5, 3) points where a level's accuracy matters (ct mm): its centre, both pedicle
+    regions (18 mm to each side) and the lamina (20 mm behind the centre)."""
+    from arspine.registration._pc import unit
+
+    c = model.centroids[i]
+    lat = unit(np.cross(model.axis_ct, model.posterior_ct))
+    return np.array([c, c + 18 * lat, c - 18 * lat, c + 20 * model.posterior_ct,
+                     c - 10 * model.posterior_ct])
+
+
+def predicted_tre(information: np.ndarray | None, rmse_mm: float, targets: np.ndarray,
+                  correlated: float = 10.0) -> float:
+    """RMS predicted target error (mm) of a point-to-plane fit from its information matrix.
+
+    ``Cov(rot, trans) = sigma^2 (J^T W J)^-1`` with ``sigma^2 = rmse^2 * correlated``: scan
+    errors are correlated over a few mm (about ``correlated`` samples per independent one),
+    and a patch that constrains the pose poorly in some direction (a spinous process seen
+    alone) shows it as a large variance at the targets even with a small residual.
+    """
+    if information is None or not np.isfinite(rmse_mm):
+        return float("inf")
+    try:
+        cov = np.linalg.inv(information) * (rmse_mm ** 2) * correlated
+    except np.linalg.LinAlgError:
+        return float("inf")
+    tot = 0.0
+    for p in targets:
+        A = np.hstack([-np.array([[0, -p[2], p[1]], [p[2], 0, -p[0]], [-p[1], p[0], 0]]),
+                       np.eye(3)])
+        tot += float(np.trace(A @ cov @ A.T))
+    return float(np.sqrt(max(tot, 0.0) / len(targets)))

@@ -128,7 +128,9 @@ def register(model, scan, levels: list | None = None,
     best = scored[0]
     region = ps.regions[best.details.get("region", 0)][0]
     E, En = ps.fine[region], ps.fine_normals[region]
-    T_best, per, (vs, sup, viol, facing) = _articulated(best.T, E, En, model, depth, cfg)
+    all_expo = (ps.fine[ps.exposure], ps.fine_normals[ps.exposure])
+    T_best, per, (vs, sup, viol, facing) = _articulated(best.T, E, En, model, depth, cfg,
+                                                        all_expo)
     n_in, rmse = _inlier_stats(T_best, E, En, model, cfg.inlier_mm)
     # Runner-up: the best-scoring hypothesis that is a different pose, refined and scored
     # the same way (each level at its own pose: the vertebrae moved since the CT, and a
@@ -138,7 +140,7 @@ def register(model, scan, levels: list | None = None,
     for h in others[:2]:
         r_reg = ps.regions[h.details.get("region", 0)][0]
         T_r, _, (s_r, *_) = _articulated(h.T, ps.fine[r_reg], ps.fine_normals[r_reg], model,
-                                         depth, cfg)
+                                         depth, cfg, all_expo)
         if not _close(T_r, T_best, model.center_ct, 5.0, 5.0) and s_r > r_score:
             runner, r_score = h, s_r
     margin = float((vs - r_score) / abs(vs)) if vs > 0 and np.isfinite(r_score) else (
@@ -147,6 +149,7 @@ def register(model, scan, levels: list | None = None,
                                          orthonormalize=True)
     verts = {}
     exposed = []
+    pred_tre = {}
     for name, r in per.items():
         mask = model.level_mask(name)
         Tl = r["T"]
@@ -154,7 +157,9 @@ def register(model, scan, levels: list | None = None,
         cov = lsup / max(lfacing, 1)
         mm, deg = level_motion(Tl, T_best, model.centroids[model.levels.index(name)])
         lq = {"coverage": cov, "n_inliers": r["n_inliers"], "rmse_mm": r["rmse_mm"],
-              "motion_mm": mm, "motion_deg": deg}
+              "motion_mm": mm, "motion_deg": deg,
+              "predicted_tre_mm": r.get("predicted_tre_mm", float("inf"))}
+        pred_tre[name] = lq["predicted_tre_mm"]
         why = gate_level(name, lq, cfg.gate)
         if why is None:
             exposed.append(name)
@@ -181,6 +186,7 @@ def register(model, scan, levels: list | None = None,
         "margin": margin, "best_kind": best.kind, "exposed_levels": exposed,
         "levels_hint": levels,
         "hypotheses": [{"kind": h.kind, "score": h.score} for h in scored[:12]],
+        "predicted_tre_mm": {k: (v if np.isfinite(v) else None) for k, v in pred_tre.items()},
     }
     reason = gate_whole(quality, cfg.gate)
     if reason is None and per and not exposed:
@@ -204,16 +210,19 @@ def register(model, scan, levels: list | None = None,
 
 
 def _articulated(T0: np.ndarray, E: np.ndarray, En: np.ndarray, model, depth: DepthImage,
-                 cfg: RegisterConfig):
-    """Fine whole-spine ICP from ``T0``, then every level on its own, and the visibility of
-    the spine with each level at its own pose.
+                 cfg: RegisterConfig, levels_pts: tuple | None = None):
+    """Fine whole-spine ICP from ``T0`` on ``E``, then every level on its own (on
+    ``levels_pts = (points, normals)``, default ``E``: a tool across the wound splits the
+    exposure, and a level may lie in another piece), and the visibility of the spine with
+    each level at its own pose.
 
     Returns ``(T_fine, per_level, (score, support, violations, facing))``.
     """
     fine = icp_point_to_plane(E, En, model.nearest, model.points, model.normals, T0,
                               schedule_mm=cfg.fine_schedule_mm, iters_per_stage=6)
     T = fine.T_ct_from_sensor
-    per = refine_levels(T, E, En, model) if cfg.per_level else {}
+    Lp, Ln = levels_pts if levels_pts is not None else (E, En)
+    per = refine_levels(T, Lp, Ln, model) if cfg.per_level else {}
     if not per:
         return T, per, visibility_score(np.linalg.inv(T), model, depth)
     tot = np.zeros(4)
