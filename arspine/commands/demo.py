@@ -31,8 +31,12 @@ _LABELS = ("totalsegmentator", "example_ct_vertebrae.nii.gz")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the simulated scan (default 0)")
+    # Seed 1's scan is registered and accepted; seeds 0 and 3 are refused by the gate (only
+    # one level passes its own checks) and seed 2's pose is missed and refused: the demo
+    # shows an accepted case, benchmarks/README.md the rates over the suites.
+    parser.add_argument("--seed", type=int, default=1,
+                        help="seed of the simulated scan (default 1; other seeds may be "
+                             "refused by the quality gate, see benchmarks/README.md)")
     parser.add_argument("--display", default="default",
                         help="HMD preset: default, hololens2, magicleap2, waveguide_glasses, "
                              "quest3")
@@ -167,7 +171,7 @@ def _scan_figure(path: Path, scan_ct, surfaces: dict, levels_ok: list) -> None:
     plt.close(fig)
 
 
-def run_demo(out: str | os.PathLike, seed: int = 0, display: str = "default",
+def run_demo(out: str | os.PathLike, seed: int = 1, display: str = "default",
              use_cache: bool = True, progress: bool = True, log=print) -> dict:
     """Run the demo; returns the summary written to ``out/summary.json``.
 
