@@ -137,7 +137,10 @@ def register(model, scan, levels: list | None = None,
     # rigid spine scores the true pose and a one-level shift too alike).
     others = [h for h in scored[1:] if not _close(h.T, T_best, model.center_ct, 5.0, 5.0)]
     runner, r_score = (others[0] if others else None), -np.inf
-    for h in others[:2]:
+    # The two best other poses, and always the best one-level shift: articulated, a shift
+    # can fit better than its rigid score said.
+    check = others[:2] + [h for h in others[2:] if h.kind in ("shift+1", "shift-1")][:1]
+    for h in check:
         r_reg = ps.regions[h.details.get("region", 0)][0]
         T_r, _, (s_r, *_) = _articulated(h.T, ps.fine[r_reg], ps.fine_normals[r_reg], model,
                                          depth, cfg, all_expo)
