@@ -394,7 +394,8 @@ def global_search(scan, model, depth: DepthImage, n_hypotheses: int = 8,
         if len(S) < 12:
             continue
         cands = [np.r_[np.c_[R, t], [[0, 0, 0, 1]]]
-                 for R in rotation_candidates(E, normal, model)
+                 for R in rotation_candidates(E, normal, model,
+                                              pitch_deg=(-15.0, 0.0, 15.0) if i < 2 else (0.0,))
                  for t, _ in hough_translations(R, S, Sn, M, Mn)]
         cands = [T for T in cands if _facing(T, model, max_facing_deg)]
         if not cands:
