@@ -79,6 +79,17 @@ def open3d_plain(model, scan_points: np.ndarray, voxel: float = 3.0, seed: int =
     return np.asarray(icp.transformation), icp.fitness
 
 
+def _hidden_truth(folder) -> dict:
+    """``{level: 4x4 T_sensor_from_ct}`` of the levels the simulator hid (truth.json)."""
+    import json
+
+    p = Path(folder) / "truth.json"
+    if not p.is_file():
+        return {}
+    t = json.loads(p.read_text()).get("hidden_vertebrae", {})
+    return {lv: np.asarray(v["T_sensor_from_ct"], float) for lv, v in t.items()}
+
+
 def _rms_tre(T_est, T_true, targets) -> float:
     from arspine.registration.metrics import tre_mm
 
@@ -99,6 +110,7 @@ def main(argv=None) -> int:
     from arspine.datasets.case import load_case
     from arspine.datasets.suites import suite_cases
     from arspine.registration import register
+    from arspine.registration.multibody import level_targets
 
     cache: dict = {}
     rows = []      # per vertebra
@@ -133,6 +145,21 @@ def main(argv=None) -> int:
                 rows.append({"suite": suite, "case": case.name, "level": lv, "tre": tre,
                              "accepted": ok, "tre_o3d": tre_o3d})
                 line.append(f"{lv} {tre:.2f}{'' if ok else 'r'}/{tre_o3d:.0f}")
+            # A level accepted beyond the exposed ones (seen through the wound's margin) is
+            # checked too, against the simulator's truth of the hidden levels, at its
+            # centre, pedicles and lamina: an ok nobody verifies is not an ok.
+            hidden = _hidden_truth(case.folder)
+            for lv, vr in r.vertebrae.items():
+                if lv in levels or not (r.status == "ok" and vr.status == "ok"):
+                    continue
+                if lv not in hidden:
+                    line.append(f"{lv} unverified")
+                    continue
+                tg = level_targets(model, model.levels.index(lv))
+                tre = _rms_tre(vr.T_sensor_from_ct, hidden[lv], tg)
+                rows.append({"suite": suite, "case": case.name, "level": lv, "tre": tre,
+                             "accepted": True, "tre_o3d": float("nan"), "hidden": True})
+                line.append(f"{lv}(hidden) {tre:.2f}")
             cases_out.append({"suite": suite, "case": case.name, "status": r.status,
                               "n": len(scan), "w_reg": w_reg, "c_reg": c_reg, "w_o3d": w_o3d,
                               "t_prep": t_prep})
@@ -159,8 +186,14 @@ def _summary(rows, cases_out, args) -> None:
           f"{np.mean([c['n'] for c in cases_out]):.0f} points")
     for suite in sorted({r["suite"] for r in rows}):
         m = np.array([r["suite"] == suite for r in rows])
+        hid = np.array([r.get("hidden", False) for r in rows])
+        wrong = int(np.sum(acc & m & (tre > 2.0)))  # hidden levels included
+        if (hid & m).any():
+            print(f"[{suite}] accepted levels beyond the exposed ones (hidden truth): "
+                  f"{int((hid & m).sum())}, with TRE > 2 mm: {int(np.sum(hid & m & (tre > 2)))}"
+                  f"; TRE {', '.join(f'{x:.2f}' for x in tre[hid & m])} mm")
+        m = m & ~hid
         a = acc & m
-        wrong = int(np.sum(a & (tre > 2.0)))
         ta = tre[a]
         med = f"{np.median(ta):.2f}" if len(ta) else "-"
         p95 = f"{np.percentile(ta, 95):.2f}" if len(ta) else "-"
