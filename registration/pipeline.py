@@ -23,7 +23,7 @@ import numpy as np
 from arspine.errors import InputError
 from arspine.navigation.frames import RigidTransform
 from arspine.registration.gate import GateConfig, gate_level, gate_whole
-from arspine.registration.global_ import DepthImage, _close, global_search, visibility_score
+from arspine.registration.global_ import DepthImage, global_search, visibility_score
 from arspine.registration.icp import icp_point_to_plane
 from arspine.registration.multibody import level_motion, refine_levels
 from arspine.registration.preprocess import ScanConfig, prepare_scan
@@ -42,6 +42,7 @@ class RegisterConfig:
     inlier_mm: float = 2.0
     fine_schedule_mm: tuple = (4.0, 3.0, 2.0, 1.5)
     per_level: bool = True
+    distinct_mm: float = 8.0  # RMS displacement of the exposure between "different" poses
     seed: int = 0
 
 
@@ -135,7 +136,16 @@ def register(model, scan, levels: list | None = None,
     # Runner-up: the best-scoring hypothesis that is a different pose, refined and scored
     # the same way (each level at its own pose: the vertebrae moved since the CT, and a
     # rigid spine scores the true pose and a one-level shift too alike).
-    others = [h for h in scored[1:] if not _close(h.T, T_best, model.center_ct, 5.0, 5.0)]
+    # "Another pose" is one that puts the exposure on other anatomy: measured by how far the
+    # exposure's points land apart in the CT (a one-level shift moves them ~30 mm), not at
+    # the model's centre, where a few degrees on a long spine look like a different pose.
+    probe = E[:: max(1, len(E) // 300)]
+
+    def distinct(Ta: np.ndarray, Tb: np.ndarray) -> bool:
+        d = probe @ (Ta[:3, :3] - Tb[:3, :3]).T + (Ta[:3, 3] - Tb[:3, 3])
+        return float(np.sqrt(np.mean(np.einsum("ij,ij->i", d, d)))) > cfg.distinct_mm
+
+    others = [h for h in scored[1:] if distinct(h.T, T_best)]
     runner, r_score = (others[0] if others else None), -np.inf
     # The two best other poses, and always the best one-level shift: articulated, a shift
     # can fit better than its rigid score said.
@@ -144,7 +154,7 @@ def register(model, scan, levels: list | None = None,
         r_reg = ps.regions[h.details.get("region", 0)][0]
         T_r, _, (s_r, *_) = _articulated(h.T, ps.fine[r_reg], ps.fine_normals[r_reg], model,
                                          depth, cfg, all_expo)
-        if not _close(T_r, T_best, model.center_ct, 5.0, 5.0) and s_r > r_score:
+        if distinct(T_r, T_best) and s_r > r_score:
             runner, r_score = h, s_r
     margin = float((vs - r_score) / abs(vs)) if vs > 0 and np.isfinite(r_score) else (
         1.0 if vs > 0 else 0.0)
