@@ -34,8 +34,8 @@ class GateConfig:
     max_level_predicted_tre_mm: float = 1.5  # from the fit's information matrix (see
                                            # multibody.predicted_tre): a patch that pins
                                            # the pose poorly in some direction
-    max_level_motion_mm: float = 6.0   # per-level pose vs whole-spine pose (the refinement's
-    max_level_motion_deg: float = 6.0  # trust region: a level that hits it is not trusted)
+    max_level_motion_mm: float = 8.0   # per-level pose vs whole-spine pose (the refinement's
+    max_level_motion_deg: float = 8.0  # trust region: a level that hits it is not trusted)
     min_levels: int = 2                # accepted levels needed (when the model has 2+):
                                        # one vertebra alone does not tell its level
 

@@ -37,7 +37,7 @@ class _LevelView:
 
 def refine_levels(T_whole: np.ndarray, pts: np.ndarray, nrm: np.ndarray, model,
                   assign_mm: float = 6.0, schedule_mm=(3.0, 2.0, 1.5),
-                  max_motion_mm: float = 6.0, max_motion_deg: float = 6.0,
+                  max_motion_mm: float = 8.0, max_motion_deg: float = 8.0,
                   search: bool = True) -> dict:
     """Refine every level from ``T_whole`` (``T_ct_from_sensor``).
 
