@@ -1,15 +1,17 @@
 """Global pose search without a prior: many hypotheses, scored on the whole scan.
 
-1. Hypotheses from the structure of each candidate exposure (:func:`region_hypotheses`):
-   the skin around the wound gives the posterior direction, the wound's long axis the spine
-   axis (both head/tail signs, a few in-plane angles), and a sweep along the axis and in depth
-   places the model; a fast truncated distance score keeps the best placements.
-2. Each survivor is refined briefly (robust ICP) and scored by *visibility* on the whole scan
-   (:func:`visibility_score`): model points the sensor should see must be where the scan
-   is, and the sensor must never see *through* where bone should be. Skin and drapes, which
-   attract plain ICP / RANSAC, count against a wrong pose instead of for it.
+1. Per candidate exposure, rotations from its shape (:func:`rotation_candidates`: the skin
+   normal is the posterior direction, the wound's long axis the spine axis, both signs,
+   yaw and pitch around them) and, for each, the translations voted by normal-compatible
+   point pairs (:func:`hough_translations`); all ranked by a truncated fit score
+   (:func:`proxy_scores`).
+2. The best distinct ones are refined by a coarse-to-fine pattern search on that score
+   (:func:`pattern_search`, basin 10-15 deg / 10-15 mm) and scored by *visibility* on the
+   whole scan (:func:`visibility_score`): model points the sensor should see must be where
+   the scan is, facing the same way, and the sensor must never see *through* where bone
+   should be. Skin and drapes, which attract plain ICP / RANSAC, count against a wrong pose.
 3. The explicit look-alikes of the best pose are always refined and scored: +-1 and +-2
-   levels, and the 180-degree flips about the spine and posterior axes.
+   levels, and the 180-degree flips about the spine, posterior and viewing axes.
 
 Poses here are ``T_ct_from_sensor`` 4x4 matrices (the ICP direction); callers invert.
 """
