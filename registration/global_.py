@@ -191,7 +191,7 @@ def _frame(a: np.ndarray, n: np.ndarray) -> np.ndarray:
 def rotation_candidates(E: np.ndarray, skin_normal: np.ndarray, model,
                         psi_deg=(-30.0, -15.0, 0.0, 15.0, 30.0),
                         pitch_deg=(-15.0, 0.0, 15.0),
-                        round_ratio: float = 1.6) -> list[np.ndarray]:
+                        round_ratio: float = 1.6, second: bool = False) -> list[np.ndarray]:
     """Candidate rotations (``R_ct_from_sensor``) from the shape of one exposure.
 
     The skin normal around the wound is the posterior direction and the wound's long axis
@@ -209,7 +209,8 @@ def rotation_candidates(E: np.ndarray, skin_normal: np.ndarray, model,
     frames = [(vt[0], n_s)]
     _, _, vt3 = np.linalg.svd((E - c)[:: max(1, len(E) // 4000)], full_matrices=False)
     n3 = vt3[2] if vt3[2][2] < 0 else -vt3[2]
-    if abs(vt3[0] @ vt[0]) < np.cos(np.radians(8)) or n3 @ n_s < np.cos(np.radians(8)):
+    if second and (abs(vt3[0] @ vt[0]) < np.cos(np.radians(8))
+                   or n3 @ n_s < np.cos(np.radians(8))):
         frames.append((vt3[0], n3))
     if sv[0] < round_ratio * max(sv[1], 1e-9):
         yaws = [(1.0, float(p)) for p in np.arange(0.0, 360.0, 30.0)]
