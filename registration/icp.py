@@ -115,8 +115,13 @@ def _clamp(T: np.ndarray, T0: np.ndarray, c: np.ndarray, max_mm: float | None,
     from arspine.navigation.frames import RigidTransform
 
     D = T @ np.linalg.inv(T0)
-    rv = RigidTransform.from_matrix(D, "a", "a", orthonormalize=True).as_rotvec()
     tc = D[:3, :3] @ c + D[:3, 3] - c
+    # Inside the region (the usual case) the rotation angle from the trace is enough.
+    ang = float(np.degrees(np.arccos(np.clip((np.trace(D[:3, :3]) - 1.0) / 2.0, -1.0, 1.0))))
+    if (max_deg is None or ang <= max_deg) and (max_mm is None
+                                                or np.linalg.norm(tc) <= max_mm):
+        return T
+    rv = RigidTransform.from_matrix(D, "a", "a", orthonormalize=True).as_rotvec()
     ang = np.degrees(np.linalg.norm(rv))
     clipped = False
     if max_deg is not None and ang > max_deg:

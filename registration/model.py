@@ -68,13 +68,12 @@ class NearestGrid:
 
     def lookup(self, q: np.ndarray) -> np.ndarray:
         """Nearest shell-point index of each query point (ct mm), -1 outside / too far."""
-        ijk = np.floor((q - self.origin) / self.voxel_mm).astype(np.int64)
-        shape = np.array(self.index.shape)
-        inside = np.all((ijk >= 0) & (ijk < shape), axis=-1)
-        out = np.full(q.shape[:-1], -1, dtype=np.int64)
-        ii = ijk[inside]
-        out[inside] = self.index[ii[:, 0], ii[:, 1], ii[:, 2]]
-        return out
+        ijk = np.floor((q - self.origin) * (1.0 / self.voxel_mm)).astype(np.int64)
+        i, j, k = ijk[..., 0], ijk[..., 1], ijk[..., 2]
+        s0, s1, s2 = self.index.shape
+        inside = (i >= 0) & (i < s0) & (j >= 0) & (j < s1) & (k >= 0) & (k < s2)
+        lin = np.where(inside, (i * s1 + j) * s2 + k, 0)
+        return np.where(inside, self.index.ravel()[lin], -1).astype(np.int64)
 
 
 @dataclass
@@ -119,13 +118,10 @@ class PreparedModel:
         if self.grid is None:
             self.grid = NearestGrid.build(self.points)
         idx = self.grid.lookup(q)
-        d = np.full(idx.shape, np.inf)
-        ok = idx >= 0
-        d[ok] = np.linalg.norm(q[ok] - self.points[idx[ok]], axis=-1)
-        far = d > max_mm
-        d[far] = np.inf
-        idx = np.where(far, -1, idx)
-        return d, idx
+        diff = q - self.points[np.maximum(idx, 0)]
+        d = np.sqrt(np.einsum("...i,...i->...", diff, diff))
+        far = (idx < 0) | (d > max_mm)
+        return np.where(far, np.inf, d), np.where(far, -1, idx)
 
     # ----------------------------------------------------------------- lookups
     def tree(self, level: str | None = None):
