@@ -196,10 +196,19 @@ def main() -> int:
             worst_delay = max(worst_delay, 99 if d is None else d)
         relocs = [i for i, (fr, _) in status.items() if fr.relocalized]
         after = [status[i][0].status for i in range(13, len(ef))]
+        # per level: the first frame after the jump where it is ok again, and how many
+        # level-frames after the jump are ok (a frame is ok only when every level is)
+        back = {lv: next((i for i in range(13, len(ef))
+                          if status[i][0].levels[lv].status == "ok"), None) for lv in levels}
+        lv_ok = sum(status[i][0].levels[lv].status == "ok"
+                    for i in range(13, len(ef)) for lv in levels)
         print(f"  {case.name}: occlusion of {occ} reported at frame {d_occ} of it, jump "
               f"reported at frame {d_jump} of it; global re-registration at frames {relocs}; "
               f"after the jump: {after.count('ok')} ok, {after.count('lost')} lost, "
-              f"{after.count('rejected')} rejected; ok with TRE > 2 mm: {len(bad)}")
+              f"{after.count('rejected')} rejected frames; level-frames ok {lv_ok} of "
+              f"{len(levels) * (len(ef) - 13)}; back on track at frame "
+              f"{', '.join(f'{lv} {b}' for lv, b in back.items())}; ok with TRE > 2 mm: "
+              f"{len(bad)}")
     print(f"  worst detection delay: {worst_delay} frame(s) (bar <= 2); frames reported ok "
           f"with TRE > 2 mm: {false_ok} (bar 0)")
     return 0
