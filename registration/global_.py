@@ -279,13 +279,19 @@ def proxy_scores(Ts: np.ndarray, P: np.ndarray, Pn: np.ndarray, model,
     nearest model point is within ``tau_mm`` and the normals agree. Returns (K,) scores.
     """
     R = Ts[:, :3, :3]
-    q = np.matmul(P[None], R.transpose(0, 2, 1)) + Ts[:, None, :3, 3]
-    d, idx = model.nearest(q.reshape(-1, 3), tau_mm)
-    d, idx = d.reshape(len(Ts), -1), idx.reshape(len(Ts), -1)
-    nb = np.matmul(Pn[None], R.transpose(0, 2, 1))
-    agree = np.einsum("knj,knj->kn", model.normals[np.maximum(idx, 0)], nb) > 0.3
-    w = np.where(np.isfinite(d) & agree, 1.0 - (np.minimum(d, tau_mm) / tau_mm) ** 2, 0.0)
-    return w.sum(axis=1)
+    q = (np.matmul(P[None], R.transpose(0, 2, 1)) + Ts[:, None, :3, 3]).reshape(-1, 3)
+    grid = getattr(model, "grid", None)
+    if grid is None:  # a view of the model (one level): its own nearest()
+        d, idx = model.nearest(q, tau_mm)
+        d2 = np.where(np.isfinite(d), d * d, np.inf)
+    else:  # squared distances straight from the grid: no sqrt, no masks
+        idx = grid.lookup(q)
+        diff = q - model.points[np.maximum(idx, 0)]
+        d2 = np.where(idx >= 0, np.einsum("ij,ij->i", diff, diff), np.inf)
+    nb = np.matmul(Pn[None], R.transpose(0, 2, 1)).reshape(-1, 3)
+    agree = np.einsum("ij,ij->i", model.normals[np.maximum(idx, 0)], nb) > 0.3
+    w = np.where(agree & (d2 <= tau_mm * tau_mm), 1.0 - d2 / (tau_mm * tau_mm), 0.0)
+    return w.reshape(len(Ts), -1).sum(axis=1)
 
 
 def _moves(step_deg: float, step_mm: float, c: np.ndarray) -> np.ndarray:

@@ -46,7 +46,7 @@ def test_missing_required_argument_exits_2(capsys):
     assert exc.value.code == 2
 
 
-def test_register_writes_result_json(tmp_path, capsys):
+def test_register_writes_result_json(data_dir, tmp_path, capsys):
     from arspine.datasets.case import load_case
     from arspine.datasets.suites import suite_cases
 
