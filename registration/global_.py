@@ -207,6 +207,15 @@ def rotation_candidates(E: np.ndarray, skin_normal: np.ndarray, model,
     q = (E - c) - np.outer((E - c) @ n_s, n_s)
     _, sv, vt = np.linalg.svd(q[:: max(1, len(q) // 4000)], full_matrices=False)
     frames = [(vt[0], n_s)]
+    # The line of sight is a second reading of the posterior direction when the skin ring
+    # disagrees with it by more than 20 deg: on scans of the real CT the ring was up to 70 deg
+    # off (drapes sloping beside the wound) while the line of sight stayed within 11-20 deg
+    # (a camera over an open spine looks at its back).
+    view = unit(-c)
+    if view @ n_s < np.cos(np.radians(20)):
+        qv = (E - c) - np.outer((E - c) @ view, view)
+        _, _, vtv = np.linalg.svd(qv[:: max(1, len(qv) // 4000)], full_matrices=False)
+        frames.append((vtv[0], view))
     _, _, vt3 = np.linalg.svd((E - c)[:: max(1, len(E) // 4000)], full_matrices=False)
     n3 = vt3[2] if vt3[2][2] < 0 else -vt3[2]
     if second and (abs(vt3[0] @ vt[0]) < np.cos(np.radians(8))
