@@ -79,17 +79,6 @@ def open3d_plain(model, scan_points: np.ndarray, voxel: float = 3.0, seed: int =
     return np.asarray(icp.transformation), icp.fitness
 
 
-def _hidden_truth(folder) -> dict:
-    """``{level: 4x4 T_sensor_from_ct}`` of the levels the simulator hid (truth.json)."""
-    import json
-
-    p = Path(folder) / "truth.json"
-    if not p.is_file():
-        return {}
-    t = json.loads(p.read_text()).get("hidden_vertebrae", {})
-    return {lv: np.asarray(v["T_sensor_from_ct"], float) for lv, v in t.items()}
-
-
 def _rms_tre(T_est, T_true, targets) -> float:
     from arspine.registration.metrics import tre_mm
 
@@ -148,7 +137,7 @@ def main(argv=None) -> int:
             # A level accepted beyond the exposed ones (seen through the wound's margin) is
             # checked too, against the simulator's truth of the hidden levels, at its
             # centre, pedicles and lamina: an ok nobody verifies is not an ok.
-            hidden = _hidden_truth(case.folder)
+            hidden = case.hidden_truth
             for lv, vr in r.vertebrae.items():
                 if lv in levels or not (r.status == "ok" and vr.status == "ok"):
                     continue

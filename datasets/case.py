@@ -273,6 +273,9 @@ class Case:
         ``{"L3": {"T_sensor_from_ct": RigidTransform, "targets_ct_mm": (K, 3)}}``.
     frame_truth : list[dict]
         Per frame ``{"index", "timestamp_s", "vertebrae": {"L3": RigidTransform}}``.
+    hidden_truth : dict[str, RigidTransform]
+        ``T_sensor_from_ct`` of the levels not exposed (under soft tissue), to check a level
+        a registration accepted beyond the exposed ones.
     meta : dict
         case.json.
     surface_paths : dict[str, Path]
@@ -290,6 +293,7 @@ class Case:
     frame_truth: list[dict] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
     surface_paths: dict[str, Path] = field(default_factory=dict)
+    hidden_truth: dict = field(default_factory=dict)
 
     @property
     def frame_rate_hz(self) -> float:
@@ -401,6 +405,7 @@ def load_case(folder: str | os.PathLike, load_scan: bool = True) -> Case:
         scan = read_points(scan_path, frame="sensor")
     frames = sorted((folder / "frames").glob("*.ply")) if (folder / "frames").is_dir() else []
     truth: dict[str, dict] = {}
+    hidden: dict = {}
     frame_truth: list[dict] = []
     tpath = folder / "truth.json"
     if tpath.is_file():
@@ -414,6 +419,8 @@ def load_case(folder: str | os.PathLike, load_scan: bool = True) -> Case:
 
                 entry["targets_ct_mm"] = as_points(tg, f"truth.json vertebrae.{lv}.targets_ct_mm")
             truth[lv] = entry
+        hidden = {lv: _matrix(d.get("T_sensor_from_ct"), f"truth.json hidden_vertebrae.{lv}")
+                  for lv, d in (t.get("hidden_vertebrae") or {}).items()}
         for fr in t.get("frames") or []:
             frame_truth.append({
                 "index": int(fr["index"]), "timestamp_s": float(fr.get("timestamp_s", 0.0)),
@@ -424,4 +431,4 @@ def load_case(folder: str | os.PathLike, load_scan: bool = True) -> Case:
     return Case(name=meta.get("name", folder.name), folder=folder, ct_path=ct_path,
                 labels_path=labels_path, label_scheme=meta.get("label_scheme"), scan=scan,
                 frames=frames, truth=truth, frame_truth=frame_truth, meta=meta,
-                surface_paths=surfaces)
+                surface_paths=surfaces, hidden_truth=hidden)

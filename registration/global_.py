@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from arspine.registration._pc import unit
-from arspine.registration.icp import icp_point_to_plane
 
-__all__ = ["Hypothesis", "DepthImage", "visibility_score", "refine", "alternatives",
+__all__ = ["Hypothesis", "DepthImage", "visibility_score", "facing_deg", "alternatives",
            "rotation_candidates", "hough_translations", "proxy_scores", "pattern_search",
            "global_search"]
 
@@ -83,21 +82,6 @@ def alternatives(T: np.ndarray, model, max_shift: int = 2) -> list[tuple[str, np
         F[:3, 3] = c - R @ c
         out.append((name, F @ T))
     return out
-
-
-def refine(T: np.ndarray, pts: np.ndarray, nrm: np.ndarray, model,
-           schedule=(8.0, 5.0, 3.0), iters: int = 5) -> np.ndarray:
-    """Brief robust ICP of a hypothesis on (coarse) scan points near the model."""
-    R, t = T[:3, :3], T[:3, 3]
-    q = pts @ R.T + t
-    lo = model.points.min(axis=0) - schedule[0]
-    hi = model.points.max(axis=0) + schedule[0]
-    box = np.all((q >= lo) & (q <= hi), axis=1)
-    if box.sum() < 12:
-        return T
-    res = icp_point_to_plane(pts[box], nrm[box], model.nearest, model.points, model.normals,
-                             T, schedule_mm=schedule, iters_per_stage=iters)
-    return res.T_ct_from_sensor
 
 
 class DepthImage:
@@ -188,10 +172,17 @@ def _frame(a: np.ndarray, n: np.ndarray) -> np.ndarray:
     return np.stack([a, n, np.cross(a, n)], axis=1)
 
 
+def _in_plane_axes(E: np.ndarray, c: np.ndarray, n: np.ndarray):
+    """Principal axes (rows) and extents of ``E - c`` projected on the plane normal to ``n``."""
+    q = (E - c) - np.outer((E - c) @ n, n)
+    _, sv, vt = np.linalg.svd(q[:: max(1, len(q) // 4000)], full_matrices=False)
+    return vt, sv
+
+
 def rotation_candidates(E: np.ndarray, skin_normal: np.ndarray, model,
                         psi_deg=(-30.0, -15.0, 0.0, 15.0, 30.0),
                         pitch_deg=(-15.0, 0.0, 15.0),
-                        round_ratio: float = 1.6, second: bool = False) -> list[np.ndarray]:
+                        round_ratio: float = 1.6) -> list[np.ndarray]:
     """Candidate rotations (``R_ct_from_sensor``) from the shape of one exposure.
 
     The skin normal around the wound is the posterior direction and the wound's long axis
@@ -199,13 +190,10 @@ def rotation_candidates(E: np.ndarray, skin_normal: np.ndarray, model,
     a wound split by a tool): both signs of the axis, yaw ``psi_deg`` about the normal and
     pitch ``pitch_deg`` about the lateral direction are tried; a wound that is not elongated
     (in-plane extent ratio below ``round_ratio``) gets the whole circle of yaws every 30 deg.
-    The wound's own 3D principal axes (its floor follows a lordotic spine) are a second
-    reading when they differ from the first.
     """
     c = np.median(E, axis=0)
     n_s = unit(skin_normal)
-    q = (E - c) - np.outer((E - c) @ n_s, n_s)
-    _, sv, vt = np.linalg.svd(q[:: max(1, len(q) // 4000)], full_matrices=False)
+    vt, sv = _in_plane_axes(E, c, n_s)
     frames = [(vt[0], n_s)]
     # The line of sight is a second reading of the posterior direction when the skin ring
     # disagrees with it by more than 20 deg: on scans of the real CT the ring was up to 70 deg
@@ -213,14 +201,7 @@ def rotation_candidates(E: np.ndarray, skin_normal: np.ndarray, model,
     # (a camera over an open spine looks at its back).
     view = unit(-c)
     if view @ n_s < np.cos(np.radians(20)):
-        qv = (E - c) - np.outer((E - c) @ view, view)
-        _, _, vtv = np.linalg.svd(qv[:: max(1, len(qv) // 4000)], full_matrices=False)
-        frames.append((vtv[0], view))
-    _, _, vt3 = np.linalg.svd((E - c)[:: max(1, len(E) // 4000)], full_matrices=False)
-    n3 = vt3[2] if vt3[2][2] < 0 else -vt3[2]
-    if second and (abs(vt3[0] @ vt[0]) < np.cos(np.radians(8))
-                   or n3 @ n_s < np.cos(np.radians(8))):
-        frames.append((vt3[0], n3))
+        frames.append((_in_plane_axes(E, c, view)[0][0], view))
     if sv[0] < round_ratio * max(sv[1], 1e-9):
         yaws = [(1.0, float(p)) for p in np.arange(0.0, 360.0, 30.0)]
     else:
@@ -289,17 +270,10 @@ def proxy_scores(Ts: np.ndarray, P: np.ndarray, Pn: np.ndarray, model,
     """
     R = Ts[:, :3, :3]
     q = (np.matmul(P[None], R.transpose(0, 2, 1)) + Ts[:, None, :3, 3]).reshape(-1, 3)
-    grid = getattr(model, "grid", None)
-    if grid is None:  # a view of the model (one level): its own nearest()
-        d, idx = model.nearest(q, tau_mm)
-        d2 = np.where(np.isfinite(d), d * d, np.inf)
-    else:  # squared distances straight from the grid: no sqrt, no masks
-        idx = grid.lookup(q)
-        diff = q - model.points[np.maximum(idx, 0)]
-        d2 = np.where(idx >= 0, np.einsum("ij,ij->i", diff, diff), np.inf)
+    d2, idx = model.nearest_sq(q, tau_mm)
     nb = np.matmul(Pn[None], R.transpose(0, 2, 1)).reshape(-1, 3)
     agree = np.einsum("ij,ij->i", model.normals[np.maximum(idx, 0)], nb) > 0.3
-    w = np.where(agree & (d2 <= tau_mm * tau_mm), 1.0 - d2 / (tau_mm * tau_mm), 0.0)
+    w = np.where(agree & np.isfinite(d2), 1.0 - d2 / (tau_mm * tau_mm), 0.0)
     return w.reshape(len(Ts), -1).sum(axis=1)
 
 
@@ -347,14 +321,18 @@ def pattern_search(T: np.ndarray, P: np.ndarray, Pn: np.ndarray, model,
     return T
 
 
-def _facing(T_ct_from_sensor: np.ndarray, model, max_deg: float) -> bool:
-    """The back of the model (any posterior candidate) faces the sensor within ``max_deg``."""
+def facing_deg(T_ct_from_sensor: np.ndarray, model) -> float:
+    """Angle (deg) between the back of the posed model and the line of sight to it.
+
+    The best over the posterior candidates (``posterior_ct`` and its alternatives): a depth
+    camera over an open spine sees its back, so large angles mean an implausible pose.
+    """
     Ts = np.linalg.inv(T_ct_from_sensor)
     c_s = Ts[:3, :3] @ model.center_ct + Ts[:3, 3]
     view = -c_s / max(np.linalg.norm(c_s), 1e-9)
-    cos = np.cos(np.radians(max_deg))
-    return any((Ts[:3, :3] @ p) @ view > cos
-               for p in [model.posterior_ct, *model.posterior_alternatives])
+    cos = max(float((Ts[:3, :3] @ p) @ view)
+              for p in [model.posterior_ct, *model.posterior_alternatives])
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
 
 
 def _region_points(E, En, voxel, n_max, rng):
@@ -415,7 +393,7 @@ def global_search(scan, model, depth: DepthImage, n_hypotheses: int = 8,
                  for R in rotation_candidates(E, normal, model,
                                               pitch_deg=(-15.0, 0.0, 15.0) if i < 2 else (0.0,))
                  for t, _ in hough_translations(R, S, Sn, M, Mn)]
-        cands = [T for T in cands if _facing(T, model, max_facing_deg)]
+        cands = [T for T in cands if facing_deg(T, model) <= max_facing_deg]
         if not cands:
             continue
         Ts = np.array(cands)
@@ -447,7 +425,7 @@ def global_search(scan, model, depth: DepthImage, n_hypotheses: int = 8,
         for name, Ta in alternatives(best.T, model):
             Tr = pattern_search(Ta, P, Pn, model, taus=(5.0, 3.0), step=(3.0, 3.0))
             s = visibility_score(np.linalg.inv(Tr), model, depth)[0]
-            if not _facing(Tr, model, max_facing_deg):
+            if facing_deg(Tr, model) > max_facing_deg:
                 s = -np.inf
             hyps.append(Hypothesis(Tr, s, name, details={"region": region}))
     hyps.sort(key=lambda h: -h.score)

@@ -110,18 +110,24 @@ class PreparedModel:
     posterior_alternatives: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     _trees: dict = field(default_factory=dict, repr=False, compare=False)
 
+    def nearest_sq(self, q: np.ndarray, max_mm: float) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`nearest` with *squared* distances (mm^2): no square root on the hot
+        path of the score searches."""
+        if self.grid is None:
+            self.grid = NearestGrid.build(self.points)
+        idx = self.grid.lookup(q)
+        diff = q - self.points[np.maximum(idx, 0)]
+        d2 = np.einsum("...i,...i->...", diff, diff)
+        far = (idx < 0) | (d2 > max_mm * max_mm)
+        return np.where(far, np.inf, d2), np.where(far, -1, idx)
+
     def nearest(self, q: np.ndarray, max_mm: float) -> tuple[np.ndarray, np.ndarray]:
         """Nearest shell point (via the grid) of points ``q`` (ct mm).
 
         Returns ``(dist_mm, index)``; ``dist`` is inf and ``index`` -1 beyond ``max_mm``.
         """
-        if self.grid is None:
-            self.grid = NearestGrid.build(self.points)
-        idx = self.grid.lookup(q)
-        diff = q - self.points[np.maximum(idx, 0)]
-        d = np.sqrt(np.einsum("...i,...i->...", diff, diff))
-        far = (idx < 0) | (d > max_mm)
-        return np.where(far, np.inf, d), np.where(far, -1, idx)
+        d2, idx = self.nearest_sq(q, max_mm)
+        return np.sqrt(d2), idx
 
     # ----------------------------------------------------------------- lookups
     def tree(self, level: str | None = None):

@@ -29,10 +29,14 @@ class _LevelView:
     def __init__(self, model, i: int):
         self.model, self.i, self.normals = model, i, model.normals
 
-    def nearest(self, q: np.ndarray, dmax: float):
-        d, j = self.model.nearest(q, dmax)
+    def nearest_sq(self, q: np.ndarray, dmax: float):
+        d2, j = self.model.nearest_sq(q, dmax)
         other = (j >= 0) & (self.model.level_index[np.maximum(j, 0)] != self.i)
-        return np.where(other, np.inf, d), np.where(other, -1, j)
+        return np.where(other, np.inf, d2), np.where(other, -1, j)
+
+    def nearest(self, q: np.ndarray, dmax: float):
+        d2, j = self.nearest_sq(q, dmax)
+        return np.sqrt(d2), j
 
 
 def refine_levels(T_whole: np.ndarray, pts: np.ndarray, nrm: np.ndarray, model,

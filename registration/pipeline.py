@@ -23,7 +23,7 @@ import numpy as np
 from arspine.errors import InputError
 from arspine.navigation.frames import RigidTransform
 from arspine.registration.gate import GateConfig, gate_level, gate_whole
-from arspine.registration.global_ import DepthImage, global_search, visibility_score
+from arspine.registration.global_ import DepthImage, facing_deg, global_search, visibility_score
 from arspine.registration.icp import icp_point_to_plane
 from arspine.registration.multibody import level_motion, refine_levels
 from arspine.registration.preprocess import ScanConfig, prepare_scan
@@ -179,15 +179,8 @@ def register(model, scan, levels: list | None = None,
         verts[name] = VertebraResult(
             RigidTransform.from_matrix(np.linalg.inv(Tl), "sensor", "ct", orthonormalize=True),
             r["rmse_mm"], cov, "ok" if why is None else "rejected", why, r["n_inliers"])
-    # Angle between the back of the registered spine and the line of sight (best of the
-    # posterior candidates): a depth camera over an open spine sees the back.
-    Ts = np.linalg.inv(T_best)
-    c_s = Ts[:3, :3] @ model.center_ct + Ts[:3, 3]
-    view = -c_s / max(np.linalg.norm(c_s), 1e-9)
-    facing_deg = min(float(np.degrees(np.arccos(np.clip((Ts[:3, :3] @ p) @ view, -1, 1))))
-                     for p in [model.posterior_ct, *model.posterior_alternatives])
     quality = {
-        "facing_deg": facing_deg,
+        "facing_deg": facing_deg(T_best, model),
         "n_input_points": ps.n_input, "n_fine_points": int(len(ps.fine)),
         "n_exposure_points": int(len(E)), "exposure_found": ps.exposure_found,
         "n_inliers": n_in, "rmse_mm": rmse, "score": vs, "support": sup,

@@ -170,6 +170,20 @@ def test_occlusion_detected_within_two_frames_and_recovered(setup):
     assert statuses[17] == statuses[20] == "ok"  # back once the hand is gone
 
 
+def _run_with_jump(tracker, sc, targets, current, jump, jump_at: int, n: int):
+    """Frames 1..n-1 of ``sc`` with the camera ``jump`` from frame ``jump_at`` on; the truth
+    of each frame is put in ``current`` (what the stub global registration answers) before
+    the update. Yields ``(k, frame result, TRE per level)``; never a false ok."""
+    for k in range(1, n):
+        truth = sc.poses(k / 30, jump if k >= jump_at else None)
+        current.clear()
+        current.update(truth)
+        fr = tracker.update(sc.frame(truth), k / 30)
+        tres = _tre(fr, truth, targets)
+        _never_false_ok(fr, tres)
+        yield k, fr, tres
+
+
 def test_sudden_motion_falls_back_to_global_registration(setup):
     surfaces, model, targets = setup
     sc = _Scene(surfaces, model, seed=3)
@@ -183,13 +197,7 @@ def test_sudden_motion_falls_back_to_global_registration(setup):
     tracker = Tracker(model, _Result(sc.poses(0.0)), register_fn=register_fn)
     jump = RigidTransform.from_rotvec([0.05, 0, 0], [25.0, -10.0, 0], "s", "s").as_matrix()
     reports = {}
-    for k in range(1, 16):
-        truth = sc.poses(k / 30, jump if k >= 6 else None)
-        current.clear()
-        current.update(truth)
-        fr = tracker.update(sc.frame(truth), k / 30)
-        tres = _tre(fr, truth, targets)
-        _never_false_ok(fr, tres)
+    for k, fr, tres in _run_with_jump(tracker, sc, targets, current, jump, 6, 16):
         reports[k] = (fr.status, fr.reason, fr.relocalized, max(tres.values()), len(calls))
     assert reports[5][0] == "ok" and reports[5][4] == 0  # no global registration before
     assert reports[6][0] != "ok"  # detected in the frame of the jump
@@ -413,15 +421,7 @@ def test_global_result_one_level_off_is_not_reported_ok(setup):
 
     tracker = Tracker(model, _Result(sc.poses(0.0)), register_fn=register_fn)
     jump = RigidTransform.from_rotvec([0, 0, 0.05], [0, 25.0, 0], "s", "s").as_matrix()
-    seen = []
-    for k in range(1, 10):
-        truth = sc.poses(k / 30, jump if k >= 3 else None)
-        current.clear()
-        current.update(truth)
-        fr = tracker.update(sc.frame(truth), k / 30)
-        tres = _tre(fr, truth, targets)
-        _never_false_ok(fr, tres)
-        seen.append(fr)
+    seen = [fr for _, fr, _ in _run_with_jump(tracker, sc, targets, current, jump, 3, 10)]
     relocs = [f for f in seen if f.relocalized]
     assert relocs
     assert relocs[0].levels["L4"].status != "ok", relocs[0].reason
