@@ -49,7 +49,9 @@ def icp_point_to_plane(src: np.ndarray, src_normals: np.ndarray | None, nearest,
                        tukey_c_mm: float = 2.5, normal_min_dot: float = 0.3,
                        max_motion_mm: float | None = None, max_motion_deg: float | None = None,
                        motion_center: np.ndarray | None = None,
-                       min_pairs: int = 12, tol: float = 1e-4) -> IcpResult:
+                       min_pairs: int = 12, tol: float = 1e-4,
+                       patch_mm: float | None = None, patch_offset_mm: float = 0.4,
+                       front_c_mm: float | None = None) -> IcpResult:
     """Robust point-to-plane ICP.
 
     Parameters
@@ -63,6 +65,17 @@ def icp_point_to_plane(src: np.ndarray, src_normals: np.ndarray | None, nearest,
     max_motion_mm, max_motion_deg : optional trust region around ``T_init`` (each step is
         projected back into it, so a neighbour or the skin cannot pull the pose away),
         measured at ``motion_center`` (ct mm; default the target centroid).
+    patch_mm, patch_offset_mm : optional patch-consistent trimming (from the second stage):
+        pairs are grouped by ``patch_mm`` cells of the model; a cell whose weighted mean
+        residual lies more than ``patch_offset_mm`` *in front of* the surface (beyond the
+        mean over all cells, when that is positive) is dropped. Soft tissue left on the bone
+        and the wound floor against it sit ~1 mm in front of the bone, as coherent patches
+        (measured on simulated scans: tissue +1.05 +- 0.86 mm, bone 0.0 +- 0.81 mm): single
+        points cannot tell them from noise, a patch's mean can. When the mean over all cells
+        is negative (the fit still sits in front of the data) cells are judged relative
+        to it.
+    front_c_mm : optional smaller Tukey width for residuals in front of the surface (tissue
+        lies in front of bone, never behind it).
 
     Returns
     -------
@@ -73,7 +86,7 @@ def icp_point_to_plane(src: np.ndarray, src_normals: np.ndarray | None, nearest,
     A = None
     T0 = T.copy()
     center = tgt.mean(axis=0) if motion_center is None else np.asarray(motion_center, float)
-    for dmax in schedule_mm:
+    for stage, dmax in enumerate(schedule_mm):
         for _ in range(iters_per_stage):
             it_total += 1
             q = src @ T[:3, :3].T + T[:3, 3]
@@ -93,6 +106,11 @@ def icp_point_to_plane(src: np.ndarray, src_normals: np.ndarray | None, nearest,
             r = np.einsum("ij,ij->i", qi - m, n)
             c = min(tukey_c_mm, dmax)
             w = np.where(np.abs(r) < c, (1 - (r / c) ** 2) ** 2, 0.0)
+            if front_c_mm is not None:
+                cf = min(front_c_mm, c)
+                w = np.where(r > 0, np.where(r < cf, (1 - (r / cf) ** 2) ** 2, 0.0), w)
+            if patch_mm is not None and stage >= 1:
+                w = w * _patch_keep(m, r, w, patch_mm, patch_offset_mm)
             J = np.hstack([np.cross(qi, n), n])
             Jw = J * w[:, None]
             A = Jw.T @ J + 1e-6 * np.eye(6)
@@ -107,6 +125,22 @@ def icp_point_to_plane(src: np.ndarray, src_normals: np.ndarray | None, nearest,
                 converged = True
                 break
     return IcpResult(T, rmse, n_in, it_total, converged or it_total > 0, A)
+
+
+def _patch_keep(m: np.ndarray, r: np.ndarray, w: np.ndarray, patch_mm: float,
+                offset_mm: float) -> np.ndarray:
+    """Bool (N,): pairs whose model cell's weighted mean residual is not in front of the
+    surface by more than ``offset_mm`` (relative to the overall mean when that is
+    negative)."""
+    key = np.floor(m * (1.0 / patch_mm)).astype(np.int64)
+    key -= key.min(axis=0)
+    dims = key.max(axis=0) + 1
+    lin = (key[:, 0] * dims[1] + key[:, 1]) * dims[2] + key[:, 2]
+    _, inv = np.unique(lin, return_inverse=True)
+    sw = np.bincount(inv, weights=w)
+    cell = np.bincount(inv, weights=w * r) / np.maximum(sw, 1e-12)
+    ref = float(np.sum(w * r) / max(float(np.sum(w)), 1e-12))
+    return cell[inv] - min(ref, 0.0) < offset_mm
 
 
 def _clamp(T: np.ndarray, T0: np.ndarray, c: np.ndarray, max_mm: float | None,

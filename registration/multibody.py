@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from arspine.registration._pc import unit
 from arspine.registration.icp import icp_point_to_plane
 
 __all__ = ["refine_levels", "level_motion", "predicted_tre", "level_targets"]
@@ -42,18 +43,30 @@ class _LevelView:
 def refine_levels(T_whole: np.ndarray, pts: np.ndarray, nrm: np.ndarray, model,
                   assign_mm: float = 6.0, schedule_mm=(3.0, 2.0, 1.5),
                   max_motion_mm: float = 8.0, max_motion_deg: float = 8.0,
-                  search: bool = True) -> dict:
+                  search: bool = True, stability: bool = False,
+                  patch_mm: float | None = 4.0, patch_offset_mm: float = 0.45,
+                  front_c_mm: float | None = 1.5) -> dict:
     """Refine every level from ``T_whole`` (``T_ct_from_sensor``).
 
     Scan points are assigned to the level nearest under the whole-spine pose (within
     ``assign_mm``). Each level is first moved by a short score-driven pattern search (the
     vertebrae moved by a few mm / degrees since the CT, beyond point-to-plane ICP's 3 mm
     correspondences), then refined by robust ICP on its own points, inside a trust region of
-    ``max_motion_mm`` / ``max_motion_deg`` around the whole-spine pose.
+    ``max_motion_mm`` / ``max_motion_deg`` around the whole-spine pose. The ICP drops model
+    patches the scan lies in front of (soft tissue left on the bone; ``patch_mm``,
+    ``patch_offset_mm``, ``front_c_mm``: see :func:`~arspine.registration.icp.
+    icp_point_to_plane`).
+
+    With ``stability`` each level is also fitted by a second estimator (no patch trimming)
+    and from two starts tilted 3 degrees about the level's lateral axis; ``spread_mm`` is the
+    largest RMS displacement of the level's targets between those fits and the result. Two
+    reasonable estimators that disagree by 1 mm mean at least one is off by 0.5 mm: a
+    poorly pinned or tissue-biased fit shows it here, where its residual looks fine.
 
     Returns
     -------
-    dict level -> {"T": (4, 4) T_ct_from_sensor, "rmse_mm", "n_inliers", "n_points"}
+    dict level -> {"T": (4, 4) T_ct_from_sensor, "rmse_mm", "n_inliers", "n_points",
+    "predicted_tre_mm", "spread_mm" (inf without ``stability``)}
     """
     from arspine.registration.global_ import pattern_search
     from arspine.registration.icp import _clamp
@@ -77,25 +90,74 @@ def refine_levels(T_whole: np.ndarray, pts: np.ndarray, nrm: np.ndarray, model,
             T0 = pattern_search(T_whole, pts[sel], nrm[sel], view, taus=(5.0, 3.0),
                                 step=(2.0, 2.0))
             T0 = _clamp(T0, T_whole, model.centroids[i], max_motion_mm, max_motion_deg)
-        res = icp_point_to_plane(pts[sel], nrm[sel], view.nearest, model.points,
-                                 model.normals, T0, schedule_mm=schedule_mm,
-                                 motion_center=model.centroids[i],
-                                 iters_per_stage=6, tukey_c_mm=2.0,
-                                 max_motion_mm=max_motion_mm, max_motion_deg=max_motion_deg)
-        T_l = _clamp(res.T_ct_from_sensor, T_whole, model.centroids[i], max_motion_mm,
-                     max_motion_deg)
+        def fit(T_start, patch=patch_mm, front=front_c_mm, sel=sel, view=view, i=i):
+            res = icp_point_to_plane(pts[sel], nrm[sel], view.nearest, model.points,
+                                     model.normals, T_start, schedule_mm=schedule_mm,
+                                     motion_center=model.centroids[i],
+                                     iters_per_stage=6, tukey_c_mm=2.0,
+                                     max_motion_mm=max_motion_mm,
+                                     max_motion_deg=max_motion_deg, patch_mm=patch,
+                                     patch_offset_mm=patch_offset_mm, front_c_mm=front)
+            return res, _clamp(res.T_ct_from_sensor, T_whole, model.centroids[i],
+                               max_motion_mm, max_motion_deg)
+
+        res, T_l = fit(T0)
+        targets = level_targets(model, i)
+        spread = s_est = s_rst = s_jk = float("inf")
+        if stability and np.isfinite(res.rmse_mm):
+            lat = unit(np.cross(model.axis_ct, model.posterior_ct))
+            s_est = _target_rms(T_l, fit(T0, patch=None, front=None)[1], targets)
+            s_rst = 0.0
+            for sgn in (-1.0, 1.0):
+                P = _rotation_about(lat, np.radians(3.0 * sgn), model.centroids[i])
+                s_rst = max(s_rst, _target_rms(T_l, fit(P @ T0)[1], targets))
+            # Spatial jackknife: leave out one quadrant (left/right x cranial/caudal of the
+            # level's centre) at a time. A pose held up by one region (a tissue patch, a
+            # lone process) moves when that region is left out.
+            q = pts[sel] @ T_l[:3, :3].T + T_l[:3, 3] - model.centroids[i]
+            side, cran = q @ lat > 0, q @ model.axis_ct > 0
+            s_jk = 0.0
+            for a, b in ((0, 0), (0, 1), (1, 0), (1, 1)):
+                keep = ~((side == a) & (cran == b))
+                if keep.sum() < 12 or keep.all():
+                    continue
+                sub = np.flatnonzero(sel)[keep]
+                r_jk = icp_point_to_plane(pts[sub], nrm[sub], view.nearest, model.points,
+                                          model.normals, T_l, schedule_mm=schedule_mm[-2:],
+                                          motion_center=model.centroids[i],
+                                          iters_per_stage=6, tukey_c_mm=2.0,
+                                          patch_mm=patch_mm, patch_offset_mm=patch_offset_mm,
+                                          front_c_mm=front_c_mm)
+                s_jk = max(s_jk, _target_rms(T_l, r_jk.T_ct_from_sensor, targets))
+            spread = max(s_est, s_rst)
         out[name] = {"T": T_l, "rmse_mm": res.rmse_mm,
                      "n_inliers": res.n_inliers, "n_points": int(sel.sum()),
                      "predicted_tre_mm": predicted_tre(res.information, res.rmse_mm,
-                                                       level_targets(model, i))}
+                                                       targets),
+                     "spread_mm": spread, "spread_estimator_mm": s_est,
+                     "spread_restart_mm": s_rst, "jackknife_mm": s_jk}
     return out
+
+
+def _rotation_about(axis: np.ndarray, angle_rad: float, center: np.ndarray) -> np.ndarray:
+    from arspine.registration.icp import small_rigid
+
+    M = small_rigid(np.r_[unit(axis) * angle_rad, 0.0, 0.0, 0.0])
+    M[:3, 3] = center - M[:3, :3] @ center
+    return M
+
+
+def _target_rms(Ta: np.ndarray, Tb: np.ndarray, targets: np.ndarray) -> float:
+    """RMS distance (mm) between two ``T_ct_from_sensor`` poses' images of ``targets``
+    (ct mm): both map sensor to ct, so compare the sensor points each puts at the targets."""
+    a = (targets - Ta[:3, 3]) @ Ta[:3, :3]
+    b = (targets - Tb[:3, 3]) @ Tb[:3, :3]
+    return float(np.sqrt(np.mean(np.sum((a - b) ** 2, axis=1))))
 
 
 def level_targets(model, i: int) -> np.ndarray:
     """(5, 3) points where a level's accuracy matters (ct mm): its centre, both pedicle
     regions (18 mm to each side) and the lamina (20 mm behind the centre)."""
-    from arspine.registration._pc import unit
-
     c = model.centroids[i]
     lat = unit(np.cross(model.axis_ct, model.posterior_ct))
     return np.array([c, c + 18 * lat, c - 18 * lat, c + 20 * model.posterior_ct,
