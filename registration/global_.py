@@ -347,7 +347,8 @@ def _region_points(E, En, voxel, n_max, rng):
 
 def global_search(scan, model, depth: DepthImage, n_hypotheses: int = 8,
                   seed: int = 0, max_facing_deg: float = 60.0, n_vote_points: int = 120,
-                  n_score_points: int = 600, vote_voxel_mm: float = 5.0
+                  n_score_points: int = 600, vote_voxel_mm: float = 5.0,
+                  sources: tuple = ("hough", "template"), n_template: int = 6
                   ) -> list[Hypothesis]:
     """Ranked hypotheses (best first), the best pose's look-alikes included.
 
@@ -389,26 +390,38 @@ def global_search(scan, model, depth: DepthImage, n_hypotheses: int = 8,
         pts.append((P, Pn))
         if len(S) < 12:
             continue
+        kept: list[tuple[np.ndarray, str]] = []
+        if "template" in sources and i < 2:
+            # Dense 2.5D matching of the exposure's normal field against the model's
+            # (template.py): it uses the whole wound floor, which follows the spine's relief,
+            # where the votes below use a few hundred points; on fresh scans it put the
+            # right pose in its top 12 on ~80 % of scans against ~60 % for the votes.
+            from arspine.registration.template import template_candidates
+
+            for T, _ in template_candidates(E, En, model, n_out=n_template):
+                if facing_deg(T, model) <= max_facing_deg and not any(
+                        _close(T, k, model.center_ct, 8.0, 10.0) for k, _ in kept):
+                    kept.append((T, "template"))
         cands = [np.r_[np.c_[R, t], [[0, 0, 0, 1]]]
                  for R in rotation_candidates(E, normal, model,
                                               pitch_deg=(-15.0, 0.0, 15.0) if i < 2 else (0.0,))
-                 for t, _ in hough_translations(R, S, Sn, M, Mn)]
+                 for t, _ in hough_translations(R, S, Sn, M, Mn)] if "hough" in sources else []
         cands = [T for T in cands if facing_deg(T, model) <= max_facing_deg]
-        if not cands:
-            continue
-        Ts = np.array(cands)
-        sc = proxy_scores(Ts, P, Pn, model, 5.0)
-        kept: list[np.ndarray] = []
-        for j in np.argsort(-sc):
-            if any(_close(Ts[j], k, model.center_ct, 8.0, 10.0) for k in kept):
-                continue
-            kept.append(Ts[j])
-            if len(kept) >= max(2, n_hypotheses // (1 + i)):
-                break
-        for T0 in kept:
+        if cands:
+            Ts = np.array(cands)
+            sc = proxy_scores(Ts, P, Pn, model, 5.0)
+            n_h = 0
+            for j in np.argsort(-sc):
+                if any(_close(Ts[j], k, model.center_ct, 8.0, 10.0) for k, _ in kept):
+                    continue
+                kept.append((Ts[j], "hough"))
+                n_h += 1
+                if n_h >= max(2, n_hypotheses // (1 + i)):
+                    break
+        for T0, kind in kept:
             T = pattern_search(T0, P, Pn, model)
             hyps.append(Hypothesis(T, visibility_score(np.linalg.inv(T), model, depth)[0],
-                                   "hough", details={"region": i}))
+                                   kind, details={"region": i}))
     if not hyps:
         return []
     # The look-alikes of the best pose; when one of them wins, its own look-alikes are

@@ -39,6 +39,12 @@ class RegisterConfig:
     scan: ScanConfig = field(default_factory=ScanConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     n_hypotheses: int = 8
+    # Global hypotheses: "template" (dense normal-field matching, template.py) and/or "hough"
+    # (voted translations over shape-derived rotations). On 40 fresh scans (seeds
+    # 5000-5039): template alone 55/107 levels accepted in 1.13 s, both 52/107 in 1.74 s,
+    # hough alone 49/107 in 1.40 s; 0 wrong each.
+    search_sources: tuple = ("template",)
+    n_template: int = 8
     inlier_mm: float = 2.0
     fine_schedule_mm: tuple = (4.0, 3.0, 2.0, 1.5)
     per_level: bool = True
@@ -122,7 +128,8 @@ def register(model, scan, levels: list | None = None,
                          {"n_input_points": ps.n_input, "n_fine_points": int(len(ps.fine))},
                          t_pre, t0)
     depth = DepthImage(ps.fine, normals=ps.fine_normals)
-    scored = global_search(ps, model, depth, cfg.n_hypotheses, cfg.seed)
+    scored = global_search(ps, model, depth, cfg.n_hypotheses, cfg.seed,
+                           sources=cfg.search_sources, n_template=cfg.n_template)
     if not scored:
         return _rejected("no exposed surface found in the scan to register", model, np.eye(4),
                          {"n_exposure_points": int(ps.exposure.sum())}, t_pre, t0)

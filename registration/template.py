@@ -1,0 +1,273 @@
+"""Pose candidates by dense 2.5D template matching of the exposure against the model.
+
+Seen along the line of sight, both the exposure and the model's sensor-facing shell are
+height maps carrying a field of surface normals. For every candidate rotation the in-plane
+shift that best aligns the two normal fields is found by FFT masked normalised
+cross-correlation (Padfield 2012), which ignores empty pixels and any depth offset; the
+depth follows from the mode of the height differences. The best distinct poses are then
+re-ranked together with a truncated 3D fit (:func:`arspine.registration.global_.proxy_scores`).
+
+Rotations are the view direction in ``ct`` (the model's posterior direction tilted by up to
+``max_tilt_deg``) times the roll about it (all the way round): the exposure template depends
+only on the roll and the model map only on the view, so each is rendered once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import fft, ndimage
+
+from arspine.registration._pc import orthobasis, unit, voxel_downsample
+
+__all__ = ["template_candidates", "view_directions"]
+
+
+def view_directions(center: np.ndarray, max_tilt_deg: float, step_deg: float) -> np.ndarray:
+    """Unit directions (K, 3) covering the cap of radius ``max_tilt_deg`` around ``center``.
+
+    Rings every ``step_deg`` of tilt, each with about ``2 pi sin(tilt) / step`` azimuths, so
+    neighbours are about ``step_deg`` apart everywhere on the cap.
+    """
+    center = unit(center)
+    a, b = orthobasis(center)
+    out = [center]
+    for tilt in np.arange(step_deg, max_tilt_deg + 1e-6, step_deg):
+        t = np.radians(tilt)
+        n_az = max(3, int(round(2 * np.pi * np.sin(t) / np.radians(step_deg))))
+        for az in np.arange(n_az) * 2 * np.pi / n_az + (tilt / step_deg) * 0.5:
+            out.append(np.cos(t) * center + np.sin(t) * (np.cos(az) * a + np.sin(az) * b))
+    return unit(np.array(out))
+
+
+def _basis(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """In-plane axes ``(a, b)`` with ``a x b = v`` (right-handed)."""
+    a, b = orthobasis(v)
+    return (a, b) if np.cross(a, b) @ v > 0 else (b, a)
+
+
+def _bin(pix: np.ndarray, vals: np.ndarray, w: np.ndarray, shape: tuple) -> tuple:
+    """Weighted mean of ``vals`` and total weight per pixel (integer pixel indices ``pix``)."""
+    lin = pix[:, 0] * shape[1] + pix[:, 1]
+    n = shape[0] * shape[1]
+    wsum = np.bincount(lin, w, n)
+    vsum = np.bincount(lin, w * vals, n)
+    return (vsum / np.maximum(wsum, 1e-9)).reshape(shape), wsum.reshape(shape)
+
+
+def _point_weights(q: np.ndarray, n_e: np.ndarray, d: np.ndarray, e1: np.ndarray,
+                   e2: np.ndarray, g: float, pix0: np.ndarray, ts: tuple) -> tuple:
+    """Per-point weight (0..1) of being worth matching, and the height along ``d`` (mm).
+
+    Bone is a minority of the exposure; what else is there argues against the true pose
+    (its normals do not follow the model's) and is down-weighted by three cues (the odds of
+    bone measured on simulated scans): steep points (walls, tool sides); height above the
+    local floor (min over 40 mm: soft tissue in the gutters is low, walls and tools high) and
+    above a plane through the lowest floor (skin and drapes let in by the exposure mask stand
+    25-45 mm above it); steep points near the border facing inward (the walls).
+    """
+    h_e = q @ d
+    known = np.einsum("ij,ij->i", n_e, n_e) > 0.25
+    w = np.clip((n_e @ d - 0.2) / 0.5, 0.05, 1.0) * known     # no normal: not used
+    hm, wm = _bin(pix0, h_e, w, ts)
+    win = int(round(40.0 / g)) | 1              # the local floor: min over ~40 mm
+    floor = ndimage.grey_erosion(np.where(wm > 0, hm, np.inf), size=(win, win))
+    hab = h_e - floor[pix0[:, 0], pix0[:, 1]]
+    w = w * np.interp(hab, [0, 4, 8, 12, 16, 20, 25, 30, 40, 60],
+                      [0.2, 0.35, 0.55, 0.85, 1.0, 0.75, 0.4, 0.25, 0.15, 0.0])
+    fi, fj = np.nonzero(np.isfinite(floor) & (wm > 0))
+    if len(fi) >= 3:
+        A = np.c_[fi, fj, np.ones(len(fi))].astype(float)
+        fz = floor[fi, fj]
+        sel = np.ones(len(fz), bool)
+        for _ in range(4):  # a plane through the lowest quarter of the floor map
+            coef = np.linalg.lstsq(A[sel], fz[sel], rcond=None)[0]
+            res = fz - A @ coef
+            sel = res <= np.percentile(res, 25)
+        hab_g = h_e - np.c_[pix0, np.ones(len(pix0))] @ coef
+        w = w * np.interp(hab_g, [-5, 0, 5, 10, 30, 35, 50, 60],
+                          [0.05, 0.3, 0.8, 1.0, 1.0, 0.6, 0.3, 0.0])
+    # Walls face the inside of the wound where the model's slopes (laminae, the sides of
+    # the spine) face outward.
+    dist = ndimage.distance_transform_edt(ndimage.binary_closing(wm > 0, iterations=2)) * g
+    gx, gy = np.gradient(ndimage.gaussian_filter(dist, 1.0))
+    gi = unit(np.stack([gx[pix0[:, 0], pix0[:, 1]], gy[pix0[:, 0], pix0[:, 1]]], 1))
+    n_in = (n_e @ e1) * gi[:, 0] + (n_e @ e2) * gi[:, 1]
+    w = np.where((dist[pix0[:, 0], pix0[:, 1]] < 20.0) & (n_in > 0.3), 0.0, w)
+    return w, h_e
+
+
+def _model_maps(model, views: np.ndarray, g: float) -> list:
+    """Per view (ct): top-surface pixels of the shell facing it, heights and in-plane normals."""
+    P, Pn = model.points, model.normals
+    maps = []
+    for v in views:
+        f1, f2 = _basis(v)
+        face = Pn @ v > 0.1
+        uv = np.stack([P[face] @ f1, P[face] @ f2], axis=1)
+        lo = np.floor(uv.min(axis=0) / g) * g
+        pix = np.floor((uv - lo) / g).astype(np.int64)
+        hv = P[face] @ v
+        lin = pix[:, 0] * 100000 + pix[:, 1]
+        order = np.lexsort((-hv, lin))           # top surface: highest point per pixel
+        first = order[np.r_[True, lin[order][1:] != lin[order][:-1]]]
+        nf = Pn[face][first]
+        maps.append((v, f1, f2, lo, pix[first], hv[first], nf @ f1, nf @ f2))
+    return maps
+
+
+def template_candidates(E: np.ndarray, En: np.ndarray, model, n_out: int = 12,
+                        max_tilt_deg: float = 35.0, tilt_step_deg: float = 12.0,
+                        roll_step_deg: float = 10.0, pixel_mm: float = 3.5,
+                        min_overlap: float = 0.1, max_radius_mm: float = 90.0,
+                        n_rerank: int = 80, rerank_tau_mm: float = 5.0,
+                        refine_steps: tuple = (6.0, 4.0, 2.0)) -> list[tuple[np.ndarray, float]]:
+    """Candidate ``T_ct_from_sensor`` (4x4, mm) poses with a score, best first.
+
+    Parameters
+    ----------
+    E, En : (N, 3) exposure points (sensor frame, mm) and unit normals toward the sensor
+        (zero rows: unknown).
+    model : PreparedModel (shell ``points``/``normals`` in ``ct``, ``posterior_ct``).
+    n_out : number of poses returned (10 deg or 10 mm apart before the refinement).
+    max_tilt_deg : largest angle between the model's posterior direction and the line of
+        sight to the exposure; ``tilt_step_deg`` and ``roll_step_deg`` sample the rotations.
+    pixel_mm : height-map grid (mm).
+    min_overlap : shifts where the model covers less than this fraction of the exposure's
+        weight are not considered (a tiny overlap correlates well by chance).
+    max_radius_mm : exposure points farther than this from its median are ignored.
+    n_rerank, rerank_tau_mm : the best ``n_rerank`` distinct template poses are re-ranked by
+        template score + truncated 3D fit at ``rerank_tau_mm`` (each normalised by its max).
+    refine_steps : deg / mm steps of the pattern-search rounds on the 3D fit (tau 8 mm) that
+        pull each returned pose off the rotation grid; ``()`` returns the grid poses.
+
+    Returns
+    -------
+    list of ``(T_ct_from_sensor (4, 4), score)``, best first; score (0..2) is the re-rank
+    score of the pose before refinement.
+    """
+    from arspine.registration.global_ import _moves, proxy_scores
+
+    E = np.asarray(E, dtype=np.float64)
+    En = np.asarray(En, dtype=np.float64)
+    g = float(pixel_mm)
+    c = np.median(E, axis=0)
+    d = unit(-c)                                   # line of sight, toward the sensor
+    e1, e2 = _basis(d)
+    keep = np.linalg.norm(E - c, axis=1) < max_radius_mm
+    q, n_e = E[keep] - c, En[keep]
+    uv0 = np.stack([q @ e1, q @ e2], axis=1)
+    r_px = int(np.ceil(np.linalg.norm(uv0, axis=1).max() / g)) + 2
+    ts = (2 * r_px + 1, 2 * r_px + 1)
+    pix0 = np.floor(uv0 / g).astype(np.int64) + r_px
+    w_pt, h_e = _point_weights(q, n_e, d, e1, e2, g, pix0, ts)
+
+    views = np.concatenate([view_directions(unit(p), max_tilt_deg, tilt_step_deg)
+                            for p in [model.posterior_ct, *model.posterior_alternatives]])
+    maps = _model_maps(model, views, g)
+    shp = np.max([m[4].max(axis=0) for m in maps], axis=0) + 1
+    # Shifts put the template centre on a model pixel: a margin of half the template on each
+    # side is enough, and (circular) shifts beyond the model are masked out below.
+    fs = tuple(fft.next_fast_len(int(s) + ts[0], real=True) for s in shp)
+    off = r_px
+    Fm, H_m = [], []
+    for _v, _f1, _f2, _lo, pix, hv, nx_, ny_ in maps:
+        ch = np.zeros((5,) + fs)                 # mask, nx, ny, |n|^2, height
+        i, j = pix[:, 0] + off, pix[:, 1] + off
+        ch[0, i, j], ch[1, i, j], ch[2, i, j], ch[4, i, j] = 1.0, nx_, ny_, hv
+        ch[3] = ch[1] ** 2 + ch[2] ** 2
+        H_m.append(ch[[4, 0]])
+        Fm.append(fft.rfft2(ch[:4].astype(np.float32), workers=2))
+    # Exposure templates per roll: the in-plane axes (and normals) turned by the roll.
+    rolls = np.radians(np.arange(0.0, 360.0, roll_step_deg))
+    ne1, ne2 = n_e @ e1, n_e @ e2
+    tpl, T_h = [], []
+    for phi in rolls:
+        co, si = np.cos(phi), np.sin(phi)
+        uv = uv0 @ np.array([[co, -si], [si, co]])
+        pix = np.floor(uv / g).astype(np.int64) + r_px
+        nx, w = _bin(pix, co * ne1 + si * ne2, w_pt, ts)
+        ny, _ = _bin(pix, -si * ne1 + co * ne2, w_pt, ts)
+        T_h.append((_bin(pix, h_e, w_pt + 1e-6, ts)[0], w))
+        w = np.minimum(w, 1.0)
+        tpl.append([w, w * nx, w * ny, w * (nx * nx + ny * ny)])
+    tpl = np.array(tpl, dtype=np.float32)
+    tot = tpl[:, 0].sum(axis=(1, 2))
+    Ft = np.conj(fft.rfft2(tpl, s=fs, workers=2))          # (R, 4, ...)
+    peaks = []
+    prods = np.empty((len(rolls), 4) + Ft.shape[2:], dtype=np.complex64)
+    for k, F in enumerate(Fm):
+        # Masked NCC of the normal fields: overlap weight, cross term, both energies.
+        np.multiply(Ft[:, 0], F[0], out=prods[:, 0])
+        np.multiply(Ft[:, 1], F[1], out=prods[:, 1])
+        prods[:, 1] += Ft[:, 2] * F[2]
+        np.multiply(Ft[:, 3], F[0], out=prods[:, 2])
+        np.multiply(Ft[:, 0], F[3], out=prods[:, 3])
+        n, cr, A, B = np.moveaxis(fft.irfft2(prods, s=fs, workers=2), 1, 0)
+        frac = np.minimum(n / tot[:, None, None], 1.0)
+        np.maximum(A, 1e-3, out=A)
+        np.maximum(B, 1e-3, out=B)
+        score = cr * frac / np.sqrt(A * B)
+        score[frac < min_overlap] = -1.0
+        score[:, shp[0]:] = -1.0
+        score[:, :, shp[1]:] = -1.0
+        flat = score.reshape(len(rolls), -1)
+        top = np.argpartition(-flat, 3, axis=1)[:, :3]      # a few peaks per roll
+        peaks += [(float(flat[r, j]), k, r, j) for r in range(len(rolls)) for j in top[r]]
+    peaks.sort(key=lambda b: -b[0])
+    cands: list[tuple[np.ndarray, float]] = []
+    kR = np.zeros((n_rerank, 3, 3))
+    kc = np.zeros((n_rerank, 3))
+    for s, k, r, j in peaks:
+        v, f1, f2, lo = maps[k][:4]
+        su, sv = np.unravel_index(j, fs)
+        co, si = np.cos(rolls[r]), np.sin(rolls[r])
+        R = np.outer(f1, co * e1 + si * e2) + np.outer(f2, -si * e1 + co * e2) + np.outer(v, d)
+        # Template pixel x lies on model pixel x + s; depth: the offset most pixels agree on.
+        hm, mm = (a[su:su + ts[0], sv:sv + ts[1]] for a in H_m[k])
+        th, tw = (a[: hm.shape[0], : hm.shape[1]] for a in T_h[r])
+        ok = (tw > 0.3) & (mm > 0)
+        t = f1 * (lo[0] + (su - off + r_px) * g) + f2 * (lo[1] + (sv - off + r_px) * g) \
+            + v * _mode(hm[ok] - th[ok]) - R @ c
+        # Distinct: at least 10 deg (trace > 1 + 2 cos 10) or 10 mm at the exposure centre.
+        m = len(cands)
+        if m and np.any((np.einsum("ij,kij->k", R, kR[:m]) > 2.9696)
+                        & (np.linalg.norm(kc[:m] - (R @ c + t), axis=1) < 10.0)):
+            continue
+        T = np.eye(4)
+        T[:3, :3], T[:3, 3] = R, t
+        kR[m], kc[m] = R, R @ c + t
+        cands.append((T, s))
+        if len(cands) >= n_rerank:
+            break
+    if not cands:
+        return []
+    # Re-rank with the 3D fit: it sees the depth the normal correlation is blind to.
+    P, Pn, _, _ = voxel_downsample(E[keep], 3.0, En[keep])
+    sel = np.random.default_rng(0).permutation(len(P))[:600]
+    Ts = np.array([T for T, _ in cands])
+    ts_ = np.array([s for _, s in cands])
+    P, Pn = P[sel], Pn[sel]
+    ps = proxy_scores(Ts, P, Pn, model, rerank_tau_mm)
+    comb = ps / max(ps.max(), 1e-9) + ts_ / max(ts_.max(), 1e-9)
+    order = np.argsort(-comb)[:n_out]
+    Ts, comb = Ts[order], comb[order]
+    # A few batched pattern-search rounds on the 3D fit: the rotation grid leaves poses up
+    # to ~8 deg off, which a wide-tau fit pulls in without leaving the basin.
+    cen = P.mean(axis=0)
+    for step in refine_steps:
+        mv = np.concatenate([Ts[:, None], np.array([_moves(step, step, T[:3, :3] @ cen + T[:3, 3])
+                                                    @ T for T in Ts])], axis=1)
+        sc = proxy_scores(mv.reshape(-1, 4, 4), P, Pn, model, 8.0).reshape(len(Ts), -1)
+        Ts = mv[np.arange(len(Ts)), np.argmax(sc, axis=1)]
+    return [(Ts[i], float(comb[i])) for i in range(len(Ts))]
+
+
+def _mode(x: np.ndarray, bin_mm: float = 2.0) -> float:
+    """Peak of the smoothed histogram of ``x`` (mm): the offset most pixels agree on, where a
+    median would be pulled by walls and tools."""
+    if len(x) == 0:
+        return 0.0
+    k = np.floor((x - x.min()) / bin_mm).astype(np.int64)
+    hist = ndimage.uniform_filter1d(np.bincount(k).astype(float), 3, mode="constant")
+    j = int(np.argmax(hist))
+    return float(np.mean(x[np.abs(k - j) <= 1]))
