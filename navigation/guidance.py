@@ -170,7 +170,8 @@ class Guide:
                             f"(> {self.max_offset_mm} mm)")
         if depth > traj.length_mm:
             warnings.append(f"tip {depth - traj.length_mm:.1f} mm past the planned screw tip")
-        if depth > 0 and not math.isnan(cortex) and \
+        # Past the entry by more than rounding (a tip exactly on the entry is not inside).
+        if depth > 1e-6 and not math.isnan(cortex) and \
                 cortex < 0.5 * self.tool.diameter_mm + self.min_cortex_mm:
             warnings.append(f"tip {cortex:.1f} mm from the cortex: breach risk")
         return Guidance("ct", traj.key, tip, axis, e.copy(), traj.target_ct_mm.copy(), d,

@@ -348,7 +348,8 @@ def _region_points(E, En, voxel, n_max, rng):
 def global_search(scan, model, depth: DepthImage, n_hypotheses: int = 8,
                   seed: int = 0, max_facing_deg: float = 60.0, n_vote_points: int = 120,
                   n_score_points: int = 600, vote_voxel_mm: float = 5.0,
-                  sources: tuple = ("hough", "template"), n_template: int = 6
+                  sources: tuple = ("hough", "template"), n_template: int = 6,
+                  max_template_regions: int = 2
                   ) -> list[Hypothesis]:
     """Ranked hypotheses (best first), the best pose's look-alikes included.
 
@@ -391,7 +392,7 @@ def global_search(scan, model, depth: DepthImage, n_hypotheses: int = 8,
         if len(S) < 12:
             continue
         kept: list[tuple[np.ndarray, str]] = []
-        if "template" in sources and i < 2:
+        if "template" in sources and i < max_template_regions:
             # Dense 2.5D matching of the exposure's normal field against the model's
             # (template.py): it uses the whole wound floor, which follows the spine's relief,
             # where the votes below use a few hundred points; on fresh scans it put the

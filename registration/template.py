@@ -154,12 +154,16 @@ def template_candidates(E: np.ndarray, En: np.ndarray, model, n_out: int = 12,
     d = unit(-c)                                   # line of sight, toward the sensor
     e1, e2 = _basis(d)
     keep = np.linalg.norm(E - c, axis=1) < max_radius_mm
+    if keep.sum() < 30:  # nothing to match (a sliver, or points scattered around a hole)
+        return []
     q, n_e = E[keep] - c, En[keep]
     uv0 = np.stack([q @ e1, q @ e2], axis=1)
     r_px = int(np.ceil(np.linalg.norm(uv0, axis=1).max() / g)) + 2
     ts = (2 * r_px + 1, 2 * r_px + 1)
     pix0 = np.floor(uv0 / g).astype(np.int64) + r_px
     w_pt, h_e = _point_weights(q, n_e, d, e1, e2, g, pix0, ts)
+    if not np.any(w_pt > 0):
+        return []
 
     views = np.concatenate([view_directions(unit(p), max_tilt_deg, tilt_step_deg)
                             for p in [model.posterior_ct, *model.posterior_alternatives]])

@@ -71,3 +71,15 @@ def test_view_directions_cover_the_cap_evenly():
         t, a = np.radians(rng.uniform(0, 35)), rng.uniform(0, 2 * np.pi)
         d = np.array([np.sin(t) * np.cos(a), np.cos(t), np.sin(t) * np.sin(a)])
         assert np.degrees(np.arccos(np.clip(v @ d, -1, 1))).min() < 12.0
+
+
+def test_template_returns_nothing_for_degenerate_exposures(phantom):
+    _, model = phantom
+    rng = np.random.default_rng(0)
+    # Two clusters 300 mm apart: nothing within the matching radius of their median.
+    far = np.r_[rng.normal([-150, 0, 500], 1, (20, 3)), rng.normal([150, 0, 500], 1, (20, 3))]
+    up = np.tile([0.0, 0.0, -1.0], (len(far), 1))
+    assert template_candidates(far, up, model) == []
+    # Points without normals carry no weight.
+    blob = rng.normal([0, 0, 500], 10, (200, 3))
+    assert template_candidates(blob, np.zeros_like(blob), model) == []
