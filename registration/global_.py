@@ -1,10 +1,11 @@
 """Global pose search without a prior: many hypotheses, scored on the whole scan.
 
-1. Per candidate exposure, rotations from its shape (:func:`rotation_candidates`: the skin
-   normal is the posterior direction, the wound's long axis the spine axis, both signs,
-   yaw and pitch around them) and, for each, the translations voted by normal-compatible
-   point pairs (:func:`hough_translations`); all ranked by a truncated fit score
-   (:func:`proxy_scores`).
+1. Per candidate exposure, hypotheses from dense template matching of the exposure's normal
+   field against the model's (:mod:`arspine.registration.template`, the default) and/or
+   from rotations derived from its shape (:func:`rotation_candidates`: the skin normal is
+   the posterior direction, the wound's long axis the spine axis, both signs, yaw and pitch
+   around them) with the translations voted by normal-compatible point pairs
+   (:func:`hough_translations`), ranked by a truncated fit score (:func:`proxy_scores`).
 2. The best distinct ones are refined by a coarse-to-fine pattern search on that score
    (:func:`pattern_search`, basin 10-15 deg / 10-15 mm) and scored by *visibility* on the
    whole scan (:func:`visibility_score`): model points the sensor should see must be where

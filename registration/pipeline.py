@@ -5,11 +5,13 @@
 1. :func:`~arspine.registration.preprocess.prepare_scan` crops, removes outliers, downsamples
    and finds the surgical exposure (the scan is mostly skin and drapes; they are used only to
    test poses for free-space violations, never registered);
-2. global hypotheses from the exposure's structure (midline sweep along the wound's axis,
-   both head/tail directions), refined briefly and scored by visibility on the whole scan;
+2. global hypotheses from the exposure's structure (template matching of its normal field,
+   or voted translations over shape-derived rotations), refined by a score pattern search
+   and scored by visibility on the whole scan;
 3. the explicit look-alikes of the best pose (+-1, +-2 levels, two 180-degree flips) are
    always refined and scored: the runner-up and the margin go to the gate;
-4. robust point-to-plane ICP on the exposure, then per vertebra with a trust region;
+4. robust point-to-plane ICP on the exposure, then per vertebra with a trust region (tissue
+   patches trimmed; stability and jackknife fits of the final pose for the gate);
 5. the quality gate (:mod:`arspine.registration.gate`).
 """
 
