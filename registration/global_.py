@@ -400,7 +400,8 @@ def global_search(scan, model, depth: DepthImage, n_hypotheses: int = 8,
             # right pose in its top 12 on ~80 % of scans against ~60 % for the votes.
             from arspine.registration.template import template_candidates
 
-            for T, _ in template_candidates(E, En, model, n_out=n_template):
+            for T, _ in template_candidates(E, En, model,
+                                            n_out=n_template if i == 0 else n_template // 2):
                 if facing_deg(T, model) <= max_facing_deg and not any(
                         _close(T, k, model.center_ct, 8.0, 10.0) for k, _ in kept):
                     kept.append((T, "template"))

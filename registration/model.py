@@ -68,12 +68,19 @@ class NearestGrid:
 
     def lookup(self, q: np.ndarray) -> np.ndarray:
         """Nearest shell-point index of each query point (ct mm), -1 outside / too far."""
-        ijk = np.floor((q - self.origin) * (1.0 / self.voxel_mm)).astype(np.int64)
-        i, j, k = ijk[..., 0], ijk[..., 1], ijk[..., 2]
-        s0, s1, s2 = self.index.shape
-        inside = (i >= 0) & (i < s0) & (j >= 0) & (j < s1) & (k >= 0) & (k < s2)
-        lin = np.where(inside, (i * s1 + j) * s2 + k, 0)
-        return np.where(inside, self.index.ravel()[lin], -1).astype(np.int64)
+        pad = self.__dict__.get("_padded")
+        if pad is None:
+            # A border of -1 cells: clipping a query into the padded grid then lands outside
+            # points on the border, with no inside mask to build on the hot path.
+            pad = (np.pad(self.index, 1, constant_values=-1).ravel(),
+                   np.array(self.index.shape) + 2, self.origin - self.voxel_mm)
+            self.__dict__["_padded"] = pad
+        flat, shape, origin = pad
+        # Truncation equals floor for positive values; (-1, 0) truncates to the border too.
+        ijk = ((q - origin) * (1.0 / self.voxel_mm)).astype(np.int64)
+        np.clip(ijk, 0, shape - 1, out=ijk)
+        lin = (ijk[..., 0] * shape[1] + ijk[..., 1]) * shape[2] + ijk[..., 2]
+        return flat[lin].astype(np.int64)
 
 
 @dataclass
@@ -109,6 +116,7 @@ class PreparedModel:
     grid: NearestGrid | None = None
     posterior_alternatives: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     _trees: dict = field(default_factory=dict, repr=False, compare=False)
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)  # derived, per run
 
     def nearest_sq(self, q: np.ndarray, max_mm: float) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`nearest` with *squared* distances (mm^2): no square root on the hot

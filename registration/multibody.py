@@ -44,6 +44,7 @@ def refine_levels(T_whole: np.ndarray, pts: np.ndarray, nrm: np.ndarray, model,
                   assign_mm: float = 6.0, schedule_mm=(3.0, 2.0, 1.5),
                   max_motion_mm: float = 8.0, max_motion_deg: float = 8.0,
                   search: bool = True, stability: bool = False,
+                  stability_min_inliers: int = 0,
                   patch_mm: float | None = 4.0, patch_offset_mm: float = 0.45,
                   front_c_mm: float | None = 1.5) -> dict:
     """Refine every level from ``T_whole`` (``T_ct_from_sensor``).
@@ -104,7 +105,8 @@ def refine_levels(T_whole: np.ndarray, pts: np.ndarray, nrm: np.ndarray, model,
         res, T_l = fit(T0)
         targets = level_targets(model, i)
         spread = s_est = s_rst = s_jk = float("inf")
-        if stability and np.isfinite(res.rmse_mm):
+        # Levels the gate refuses for too few inliers anyway are not worth the extra fits.
+        if stability and np.isfinite(res.rmse_mm) and res.n_inliers >= stability_min_inliers:
             lat = unit(np.cross(model.axis_ct, model.posterior_ct))
             s_est = _target_rms(T_l, fit(T0, patch=None, front=None)[1], targets)
             s_rst = 0.0

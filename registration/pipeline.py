@@ -263,7 +263,9 @@ def _articulated(T0: np.ndarray, E: np.ndarray, En: np.ndarray, model, depth: De
                               schedule_mm=cfg.fine_schedule_mm, iters_per_stage=6)
     T = fine.T_ct_from_sensor
     Lp, Ln = levels_pts if levels_pts is not None else (E, En)
-    per = refine_levels(T, Lp, Ln, model, stability=stability) if cfg.per_level else {}
+    per = refine_levels(T, Lp, Ln, model, stability=stability,
+                        stability_min_inliers=cfg.gate.min_level_inliers) \
+        if cfg.per_level else {}
     if not per:
         return T, per, visibility_score(np.linalg.inv(T), model, depth)
     tot = np.zeros(4)

@@ -158,29 +158,38 @@ def template_candidates(E: np.ndarray, En: np.ndarray, model, n_out: int = 12,
         return []
     q, n_e = E[keep] - c, En[keep]
     uv0 = np.stack([q @ e1, q @ e2], axis=1)
-    r_px = int(np.ceil(np.linalg.norm(uv0, axis=1).max() / g)) + 2
+    # The template size rounded up to 4 pixels: the model side (its maps and their FFTs)
+    # depends on it and the model only, and is cached on the model for the next scan.
+    r_px = 4 * int(np.ceil((np.linalg.norm(uv0, axis=1).max() / g + 2) / 4))
     ts = (2 * r_px + 1, 2 * r_px + 1)
     pix0 = np.floor(uv0 / g).astype(np.int64) + r_px
     w_pt, h_e = _point_weights(q, n_e, d, e1, e2, g, pix0, ts)
     if not np.any(w_pt > 0):
         return []
 
-    views = np.concatenate([view_directions(unit(p), max_tilt_deg, tilt_step_deg)
-                            for p in [model.posterior_ct, *model.posterior_alternatives]])
-    maps = _model_maps(model, views, g)
-    shp = np.max([m[4].max(axis=0) for m in maps], axis=0) + 1
-    # Shifts put the template centre on a model pixel: a margin of half the template on each
-    # side is enough, and (circular) shifts beyond the model are masked out below.
-    fs = tuple(fft.next_fast_len(int(s) + ts[0], real=True) for s in shp)
-    off = r_px
-    Fm, H_m = [], []
-    for _v, _f1, _f2, _lo, pix, hv, nx_, ny_ in maps:
-        ch = np.zeros((5,) + fs)                 # mask, nx, ny, |n|^2, height
-        i, j = pix[:, 0] + off, pix[:, 1] + off
-        ch[0, i, j], ch[1, i, j], ch[2, i, j], ch[4, i, j] = 1.0, nx_, ny_, hv
-        ch[3] = ch[1] ** 2 + ch[2] ** 2
-        H_m.append(ch[[4, 0]])
-        Fm.append(fft.rfft2(ch[:4].astype(np.float32), workers=2))
+    key = ("template", g, float(max_tilt_deg), float(tilt_step_deg), r_px)
+    cache = getattr(model, "_cache", None)
+    if cache is not None and key in cache:
+        maps, shp, fs, off, Fm, H_m = cache[key]
+    else:
+        views = np.concatenate([view_directions(unit(p), max_tilt_deg, tilt_step_deg)
+                                for p in [model.posterior_ct, *model.posterior_alternatives]])
+        maps = _model_maps(model, views, g)
+        shp = np.max([m[4].max(axis=0) for m in maps], axis=0) + 1
+        # Shifts put the template centre on a model pixel: a margin of half the template on
+        # each side is enough, and (circular) shifts beyond the model are masked out below.
+        fs = tuple(fft.next_fast_len(int(s) + ts[0], real=True) for s in shp)
+        off = r_px
+        Fm, H_m = [], []
+        for _v, _f1, _f2, _lo, pix, hv, nx_, ny_ in maps:
+            ch = np.zeros((5,) + fs)                 # mask, nx, ny, |n|^2, height
+            i, j = pix[:, 0] + off, pix[:, 1] + off
+            ch[0, i, j], ch[1, i, j], ch[2, i, j], ch[4, i, j] = 1.0, nx_, ny_, hv
+            ch[3] = ch[1] ** 2 + ch[2] ** 2
+            H_m.append(ch[[4, 0]])
+            Fm.append(fft.rfft2(ch[:4].astype(np.float32), workers=2))
+        if cache is not None:
+            cache[key] = (maps, shp, fs, off, Fm, H_m)
     # Exposure templates per roll: the in-plane axes (and normals) turned by the roll.
     rolls = np.radians(np.arange(0.0, 360.0, roll_step_deg))
     ne1, ne2 = n_e @ e1, n_e @ e2

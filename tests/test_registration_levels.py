@@ -124,3 +124,25 @@ def test_gate_level_rejects_an_unstable_fit_and_names_it():
     # Missing or non-finite evidence is a rejection, never a pass.
     assert gate_level("L3", {**ok, "spread_mm": float("inf")}, cfg) is not None
     assert gate_level("L3", {**ok, "spread_mm": float("nan")}, cfg) is not None
+
+
+def test_nearest_grid_lookup_against_a_kd_tree():
+    from scipy.spatial import cKDTree
+
+    from arspine.registration.model import NearestGrid
+
+    rng = np.random.default_rng(3)
+    pts = rng.uniform(0, 60, (3000, 3))
+    grid = NearestGrid.build(pts, voxel_mm=1.0, margin_mm=10.0)
+    q = rng.uniform(-25, 85, (20000, 3))
+    idx = grid.lookup(q)
+    d_exact, _ = cKDTree(pts).query(q)
+    inside = idx >= 0
+    # Far outside the grid (beyond the margin) nothing is returned ...
+    assert not inside[d_exact > 10.0 + 2 * np.sqrt(3)].any()
+    # ... and inside, the returned point is the nearest up to the cell size.
+    d_grid = np.linalg.norm(q[inside] - pts[idx[inside]], axis=1)
+    assert np.all(d_grid <= d_exact[inside] + 2 * np.sqrt(3))
+    assert inside[d_exact < 5.0].all()
+    # Same answer for a (K, N, 3) batch.
+    assert np.array_equal(grid.lookup(q.reshape(4, -1, 3)).ravel(), idx)
