@@ -349,14 +349,17 @@ def _region_points(E, En, voxel, n_max, rng):
 def global_search(scan, model, depth: DepthImage, n_hypotheses: int = 8,
                   seed: int = 0, max_facing_deg: float = 60.0, n_vote_points: int = 120,
                   n_score_points: int = 600, vote_voxel_mm: float = 5.0,
-                  sources: tuple = ("hough", "template"), n_template: int = 6,
+                  sources: tuple = ("template",), n_template: int = 8,
                   max_template_regions: int = 2
                   ) -> list[Hypothesis]:
     """Ranked hypotheses (best first), the best pose's look-alikes included.
 
-    Per candidate exposure: rotations from its shape (:func:`rotation_candidates`), for each
-    the translations voted by normal-compatible point pairs (:func:`hough_translations`),
-    all ranked by :func:`proxy_scores`; the best few distinct ones are refined by
+    Per candidate exposure: poses from template matching (``"template"`` in ``sources``,
+    :func:`arspine.registration.template.template_candidates`, ``n_template`` of them in the
+    first region, half in the second, none beyond ``max_template_regions``) and/or
+    rotations from its shape (:func:`rotation_candidates`) with the translations voted by
+    normal-compatible point pairs (``"hough"``, :func:`hough_translations`, ranked by
+    :func:`proxy_scores`); the best few distinct ones are refined by
     :func:`pattern_search` and scored by visibility on the whole scan. Poses whose back
     does not face the sensor are not considered (a depth camera over an open spine sees the
     back). The look-alikes of the best pose (+-1, +-2 levels, 180-degree flips) are always
@@ -373,7 +376,8 @@ def global_search(scan, model, depth: DepthImage, n_hypotheses: int = 8,
     from arspine.registration._pc import voxel_downsample
 
     rng = np.random.default_rng(seed)
-    M, Mn, _, _ = voxel_downsample(model.points, vote_voxel_mm, model.normals)
+    if "hough" in sources:
+        M, Mn, _, _ = voxel_downsample(model.points, vote_voxel_mm, model.normals)
     pts = []
     hyps: list[Hypothesis] = []
     for i, (mask, normal) in enumerate(scan.regions):

@@ -67,13 +67,12 @@ def icp_point_to_plane(src: np.ndarray, src_normals: np.ndarray | None, nearest,
         measured at ``motion_center`` (ct mm; default the target centroid).
     patch_mm, patch_offset_mm : optional patch-consistent trimming (from the second stage):
         pairs are grouped by ``patch_mm`` cells of the model; a cell whose weighted mean
-        residual lies more than ``patch_offset_mm`` *in front of* the surface (beyond the
-        mean over all cells, when that is positive) is dropped. Soft tissue left on the bone
-        and the wound floor against it sit ~1 mm in front of the bone, as coherent patches
-        (measured on simulated scans: tissue +1.05 +- 0.86 mm, bone 0.0 +- 0.81 mm): single
-        points cannot tell them from noise, a patch's mean can. When the mean over all cells
-        is negative (the fit still sits in front of the data) cells are judged relative
-        to it.
+        residual lies more than ``patch_offset_mm`` *in front of* the surface is dropped.
+        Soft tissue left on the bone and the wound floor against it sit ~1 mm in front of
+        the bone, as coherent patches (measured on simulated scans: tissue +1.05 +- 0.86 mm,
+        bone 0.0 +- 0.81 mm): single points cannot tell them from noise, a patch's mean can.
+        When the mean over all cells is negative (the fit still sits in front of the data)
+        cells are judged relative to it.
     front_c_mm : optional smaller Tukey width for residuals in front of the surface (tissue
         lies in front of bone, never behind it).
 

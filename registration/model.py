@@ -66,21 +66,21 @@ class NearestGrid:
         index[dist * voxel_mm > margin_mm] = -1
         return cls(lo, float(voxel_mm), index.astype(np.int32))
 
+    def __post_init__(self):
+        # A border of -1 cells: clipping a query into the padded grid lands outside points
+        # on the border, with no inside mask to build on the hot path.
+        self._flat = np.pad(self.index, 1, constant_values=-1).ravel()
+        self._shape = np.array(self.index.shape) + 2
+        self._origin = np.asarray(self.origin, dtype=np.float64) - self.voxel_mm
+
     def lookup(self, q: np.ndarray) -> np.ndarray:
         """Nearest shell-point index of each query point (ct mm), -1 outside / too far."""
-        pad = self.__dict__.get("_padded")
-        if pad is None:
-            # A border of -1 cells: clipping a query into the padded grid then lands outside
-            # points on the border, with no inside mask to build on the hot path.
-            pad = (np.pad(self.index, 1, constant_values=-1).ravel(),
-                   np.array(self.index.shape) + 2, self.origin - self.voxel_mm)
-            self.__dict__["_padded"] = pad
-        flat, shape, origin = pad
         # Truncation equals floor for positive values; (-1, 0) truncates to the border too.
-        ijk = ((q - origin) * (1.0 / self.voxel_mm)).astype(np.int64)
-        np.clip(ijk, 0, shape - 1, out=ijk)
-        lin = (ijk[..., 0] * shape[1] + ijk[..., 1]) * shape[2] + ijk[..., 2]
-        return flat[lin].astype(np.int64)
+        ijk = ((q - self._origin) * (1.0 / self.voxel_mm)).astype(np.int64)
+        np.clip(ijk, 0, self._shape - 1, out=ijk)
+        s = self._shape
+        return self._flat[(ijk[..., 0] * s[1] + ijk[..., 1]) * s[2] + ijk[..., 2]].astype(
+            np.int64)
 
 
 @dataclass

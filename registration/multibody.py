@@ -67,7 +67,8 @@ def refine_levels(T_whole: np.ndarray, pts: np.ndarray, nrm: np.ndarray, model,
     Returns
     -------
     dict level -> {"T": (4, 4) T_ct_from_sensor, "rmse_mm", "n_inliers", "n_points",
-    "predicted_tre_mm", "spread_mm" (inf without ``stability``)}
+    "predicted_tre_mm", "spread_mm" (max of "spread_estimator_mm" and "spread_restart_mm"),
+    "jackknife_mm"} (the spreads inf without ``stability``)
     """
     from arspine.registration.global_ import pattern_search
     from arspine.registration.icp import _clamp
@@ -91,14 +92,19 @@ def refine_levels(T_whole: np.ndarray, pts: np.ndarray, nrm: np.ndarray, model,
             T0 = pattern_search(T_whole, pts[sel], nrm[sel], view, taus=(5.0, 3.0),
                                 step=(2.0, 2.0))
             T0 = _clamp(T0, T_whole, model.centroids[i], max_motion_mm, max_motion_deg)
-        def fit(T_start, patch=patch_mm, front=front_c_mm, sel=sel, view=view, i=i):
-            res = icp_point_to_plane(pts[sel], nrm[sel], view.nearest, model.points,
-                                     model.normals, T_start, schedule_mm=schedule_mm,
-                                     motion_center=model.centroids[i],
-                                     iters_per_stage=6, tukey_c_mm=2.0,
-                                     max_motion_mm=max_motion_mm,
-                                     max_motion_deg=max_motion_deg, patch_mm=patch,
-                                     patch_offset_mm=patch_offset_mm, front_c_mm=front)
+        def icp(idx, T_start, schedule=schedule_mm, patch=patch_mm, front=front_c_mm,
+                bounded=True, i=i, view=view):
+            return icp_point_to_plane(pts[idx], nrm[idx], view.nearest, model.points,
+                                      model.normals, T_start, schedule_mm=schedule,
+                                      motion_center=model.centroids[i], iters_per_stage=6,
+                                      tukey_c_mm=2.0,
+                                      max_motion_mm=max_motion_mm if bounded else None,
+                                      max_motion_deg=max_motion_deg if bounded else None,
+                                      patch_mm=patch, patch_offset_mm=patch_offset_mm,
+                                      front_c_mm=front)
+
+        def fit(T_start, patch=patch_mm, front=front_c_mm, sel=sel, i=i):
+            res = icp(sel, T_start, patch=patch, front=front)
             return res, _clamp(res.T_ct_from_sensor, T_whole, model.centroids[i],
                                max_motion_mm, max_motion_deg)
 
@@ -123,13 +129,8 @@ def refine_levels(T_whole: np.ndarray, pts: np.ndarray, nrm: np.ndarray, model,
                 keep = ~((side == a) & (cran == b))
                 if keep.sum() < 12 or keep.all():
                     continue
-                sub = np.flatnonzero(sel)[keep]
-                r_jk = icp_point_to_plane(pts[sub], nrm[sub], view.nearest, model.points,
-                                          model.normals, T_l, schedule_mm=schedule_mm[-2:],
-                                          motion_center=model.centroids[i],
-                                          iters_per_stage=6, tukey_c_mm=2.0,
-                                          patch_mm=patch_mm, patch_offset_mm=patch_offset_mm,
-                                          front_c_mm=front_c_mm)
+                r_jk = icp(np.flatnonzero(sel)[keep], T_l, schedule=schedule_mm[-2:],
+                           bounded=False)
                 s_jk = max(s_jk, _target_rms(T_l, r_jk.T_ct_from_sensor, targets))
             spread = max(s_est, s_rst)
         out[name] = {"T": T_l, "rmse_mm": res.rmse_mm,
@@ -150,11 +151,11 @@ def _rotation_about(axis: np.ndarray, angle_rad: float, center: np.ndarray) -> n
 
 
 def _target_rms(Ta: np.ndarray, Tb: np.ndarray, targets: np.ndarray) -> float:
-    """RMS distance (mm) between two ``T_ct_from_sensor`` poses' images of ``targets``
-    (ct mm): both map sensor to ct, so compare the sensor points each puts at the targets."""
-    a = (targets - Ta[:3, 3]) @ Ta[:3, :3]
-    b = (targets - Tb[:3, 3]) @ Tb[:3, :3]
-    return float(np.sqrt(np.mean(np.sum((a - b) ** 2, axis=1))))
+    """RMS target error (mm) between two ``T_ct_from_sensor`` poses (see ``metrics.tre_mm``,
+    which takes ``T_sensor_from_ct``)."""
+    from arspine.registration.metrics import tre_mm
+
+    return float(np.sqrt(np.mean(tre_mm(np.linalg.inv(Ta), np.linalg.inv(Tb), targets) ** 2)))
 
 
 def level_targets(model, i: int) -> np.ndarray:

@@ -182,7 +182,7 @@ def register(model, scan, levels: list | None = None,
                                          orthonormalize=True)
     verts = {}
     exposed = []
-    pred_tre, spread, level_q = {}, {}, {}
+    level_q = {}
     for name, r in per.items():
         mask = model.level_mask(name)
         Tl = r["T"]
@@ -196,8 +196,6 @@ def register(model, scan, levels: list | None = None,
               "spread_estimator_mm": r.get("spread_estimator_mm", float("inf")),
               "spread_restart_mm": r.get("spread_restart_mm", float("inf")),
               "jackknife_mm": r.get("jackknife_mm", float("inf"))}
-        pred_tre[name] = lq["predicted_tre_mm"]
-        spread[name] = lq["spread_mm"]
         level_q[name] = lq
         why = gate_level(name, lq, cfg.gate)
         if why is None:
@@ -218,8 +216,8 @@ def register(model, scan, levels: list | None = None,
         "margin": margin, "best_kind": best.kind, "exposed_levels": exposed,
         "levels_hint": levels,
         "hypotheses": [{"kind": h.kind, "score": h.score} for h in scored[:12]],
-        "predicted_tre_mm": {k: (v if np.isfinite(v) else None) for k, v in pred_tre.items()},
-        "spread_mm": {k: (v if np.isfinite(v) else None) for k, v in spread.items()},
+        **{key: {k: (v[key] if np.isfinite(v[key]) else None) for k, v in level_q.items()}
+           for key in ("predicted_tre_mm", "spread_mm")},
         "levels": level_q,
     }
     reason = gate_whole(quality, cfg.gate)
