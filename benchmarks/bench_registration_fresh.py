@@ -84,7 +84,7 @@ def main(argv=None) -> int:
             tre = float(np.sqrt(np.mean(tre_mm(v.T_sensor_from_ct, sim.truth[lv], tg) ** 2)))
             case_rows.append(dict(case=f"{key}/{seed}", level=lv, exposed=exposed, tre=tre,
                                   accepted=r.status == "ok" and v.status == "ok",
-                                  whole_status=r.status, reason=r.reason,
+                                  whole_status=r.status, reason=r.reason, level_reason=v.reason,
                                   margin=r.quality.get("margin"),
                                   runner_up=r.quality.get("runner_up"), **lq.get(lv, {})))
         right = max(x["tre"] for x in case_rows if x["exposed"]) < 5.0

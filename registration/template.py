@@ -176,9 +176,11 @@ def template_candidates(E: np.ndarray, En: np.ndarray, model, n_out: int = 12,
                                 for p in [model.posterior_ct, *model.posterior_alternatives]])
         maps = _model_maps(model, views, g)
         shp = np.max([m[4].max(axis=0) for m in maps], axis=0) + 1
-        # Shifts put the template centre on a model pixel: a margin of half the template on
-        # each side is enough, and (circular) shifts beyond the model are masked out below.
-        fs = tuple(fft.next_fast_len(int(s) + ts[0], real=True) for s in shp)
+        # Shifts put the template centre on a model pixel, the model sits ``off`` = half a
+        # template from the origin: with ``shp + off`` pixels the circular correlation wraps
+        # only onto empty pixels for those shifts (template pixel x at shift s reads model
+        # pixel x + s <= 2 off + shp - 2, which wraps below ``off``).
+        fs = tuple(fft.next_fast_len(int(s) + r_px, real=True) for s in shp)
         off = r_px
         Fm, H_m = [], []
         for _v, _f1, _f2, _lo, pix, hv, nx_, ny_ in maps:
@@ -215,14 +217,14 @@ def template_candidates(E: np.ndarray, En: np.ndarray, model, n_out: int = 12,
         prods[:, 1] += Ft[:, 2] * F[2]
         np.multiply(Ft[:, 3], F[0], out=prods[:, 2])
         np.multiply(Ft[:, 0], F[3], out=prods[:, 3])
-        n, cr, A, B = np.moveaxis(fft.irfft2(prods, s=fs, workers=2), 1, 0)
+        # Only shifts that put the template centre on the model are scored (the rest of
+        # the circular correlation is padding): about a third of the output.
+        n, cr, A, B = np.moveaxis(fft.irfft2(prods, s=fs, workers=2)[..., :shp[0], :shp[1]],
+                                  1, 0)
         frac = np.minimum(n / tot[:, None, None], 1.0)
-        np.maximum(A, 1e-3, out=A)
-        np.maximum(B, 1e-3, out=B)
-        score = cr * frac / np.sqrt(A * B)
+        AB = np.maximum(A, 1e-3) * np.maximum(B, 1e-3)
+        score = cr * frac / np.sqrt(AB)
         score[frac < min_overlap] = -1.0
-        score[:, shp[0]:] = -1.0
-        score[:, :, shp[1]:] = -1.0
         flat = score.reshape(len(rolls), -1)
         top = np.argpartition(-flat, 3, axis=1)[:, :3]      # a few peaks per roll
         peaks += [(float(flat[r, j]), k, r, j) for r in range(len(rolls)) for j in top[r]]
@@ -232,7 +234,7 @@ def template_candidates(E: np.ndarray, En: np.ndarray, model, n_out: int = 12,
     kc = np.zeros((n_rerank, 3))
     for s, k, r, j in peaks:
         v, f1, f2, lo = maps[k][:4]
-        su, sv = np.unravel_index(j, fs)
+        su, sv = np.unravel_index(j, tuple(shp))
         co, si = np.cos(rolls[r]), np.sin(rolls[r])
         R = np.outer(f1, co * e1 + si * e2) + np.outer(f2, -si * e1 + co * e2) + np.outer(v, d)
         # Template pixel x lies on model pixel x + s; depth: the offset most pixels agree on.
