@@ -37,10 +37,13 @@ class GateConfig:
     max_level_spread_mm: float = 1.0   # disagreement of the level's fit with a second
                                        # estimator and tilted restarts (multibody): a fit
                                        # biased by tissue or poorly pinned shows it here
-    max_level_jackknife_mm: float = 0.9  # largest target move when one quadrant of the
+    max_level_jackknife_mm: float = 1.0  # largest target move when one quadrant of the
                                          # level's points is left out (multibody): a pose
                                          # held up by one region. A 2.6 mm-off level that
-                                         # passed every other check showed 1.11 mm here.
+                                         # passed every other check showed 1.11 mm here;
+                                         # on 240 more scans (seeds 30000-30119, 31000-
+                                         # 31119) the levels > 2 mm off showed >= 1.32 mm
+                                         # and 1.0 passed 366 of 497 right levels (0.9: 341)
     max_level_motion_mm: float = 8.0   # per-level pose vs whole-spine pose (the refinement's
     max_level_motion_deg: float = 8.0  # trust region: a level that hits it is not trusted)
     min_levels: int = 2                # accepted levels needed (when the model has 2+):
