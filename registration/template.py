@@ -47,11 +47,18 @@ def _basis(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _bin(pix: np.ndarray, vals: np.ndarray, w: np.ndarray, shape: tuple) -> tuple:
     """Weighted mean of ``vals`` and total weight per pixel (integer pixel indices ``pix``)."""
+    return _bin_many(pix, w, shape, vals)
+
+
+def _bin_many(pix: np.ndarray, w: np.ndarray, shape: tuple, *vals: np.ndarray) -> tuple:
+    """Weighted means of each of ``vals`` per pixel, then the total weight per pixel (the
+    pixel index and the weight sum computed once for all of them)."""
     lin = pix[:, 0] * shape[1] + pix[:, 1]
     n = shape[0] * shape[1]
     wsum = np.bincount(lin, w, n)
-    vsum = np.bincount(lin, w * vals, n)
-    return (vsum / np.maximum(wsum, 1e-9)).reshape(shape), wsum.reshape(shape)
+    den = np.maximum(wsum, 1e-9)
+    return (*((np.bincount(lin, w * v, n) / den).reshape(shape) for v in vals),
+            wsum.reshape(shape))
 
 
 def _point_weights(q: np.ndarray, n_e: np.ndarray, d: np.ndarray, e1: np.ndarray,
@@ -200,8 +207,7 @@ def template_candidates(E: np.ndarray, En: np.ndarray, model, n_out: int = 12,
         co, si = np.cos(phi), np.sin(phi)
         uv = uv0 @ np.array([[co, -si], [si, co]])
         pix = np.floor(uv / g).astype(np.int64) + r_px
-        nx, w = _bin(pix, co * ne1 + si * ne2, w_pt, ts)
-        ny, _ = _bin(pix, -si * ne1 + co * ne2, w_pt, ts)
+        nx, ny, w = _bin_many(pix, w_pt, ts, co * ne1 + si * ne2, -si * ne1 + co * ne2)
         T_h.append((_bin(pix, h_e, w_pt + 1e-6, ts)[0], w))
         w = np.minimum(w, 1.0)
         tpl.append([w, w * nx, w * ny, w * (nx * nx + ny * ny)])
