@@ -44,8 +44,14 @@ class GateConfig:
                                          # on 240 more scans (seeds 30000-30119, 31000-
                                          # 31119) the levels > 2 mm off showed >= 1.32 mm
                                          # and 1.0 passed 366 of 497 right levels (0.9: 341)
-    max_level_motion_mm: float = 8.0   # per-level pose vs whole-spine pose (the refinement's
-    max_level_motion_deg: float = 8.0  # trust region: a level that hits it is not trusted)
+    max_level_motion_mm: float = 10.0  # per-level pose vs whole-spine pose: the trust region
+    max_level_motion_deg: float = 12.0  # of the per-level refinement, and a level that hits
+                                        # it is not trusted. Right levels sit up to 8 deg
+                                        # from the whole-spine pose under moderate motion:
+                                        # at 8 / 8 nine right levels hit the bound on seeds
+                                        # 30000-30119 and 31000-31119; 10 / 12 accepted 317
+                                        # vs 310 of 655 levels there, 0 wrong either way
+                                        # (16 deg: the same on 30000-30119)
     min_levels: int = 2                # accepted levels needed (when the model has 2+):
                                        # one vertebra alone does not tell its level ...
     single_level_margin: float = 0.35  # ... unless the margin over every look-alike is this

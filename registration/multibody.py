@@ -42,7 +42,7 @@ class _LevelView:
 
 def refine_levels(T_whole: np.ndarray, pts: np.ndarray, nrm: np.ndarray, model,
                   assign_mm: float = 6.0, schedule_mm=(3.0, 2.0, 1.5),
-                  max_motion_mm: float = 8.0, max_motion_deg: float = 8.0,
+                  max_motion_mm: float = 10.0, max_motion_deg: float = 12.0,
                   search: bool = True, stability: bool = False,
                   stability_min_inliers: int = 0,
                   patch_mm: float | None = 4.0, patch_offset_mm: float = 0.45,

@@ -262,7 +262,9 @@ def _articulated(T0: np.ndarray, E: np.ndarray, En: np.ndarray, model, depth: De
     T = fine.T_ct_from_sensor
     Lp, Ln = levels_pts if levels_pts is not None else (E, En)
     per = refine_levels(T, Lp, Ln, model, stability=stability,
-                        stability_min_inliers=cfg.gate.min_level_inliers) \
+                        stability_min_inliers=cfg.gate.min_level_inliers,
+                        max_motion_mm=cfg.gate.max_level_motion_mm,
+                        max_motion_deg=cfg.gate.max_level_motion_deg) \
         if cfg.per_level else {}
     if not per:
         return T, per, visibility_score(np.linalg.inv(T), model, depth)
