@@ -118,16 +118,34 @@ class PreparedModel:
     _trees: dict = field(default_factory=dict, repr=False, compare=False)
     _cache: dict = field(default_factory=dict, repr=False, compare=False)  # derived, per run
 
+    def __post_init__(self):
+        # The compiled kernels (and their exact argument types) are loaded here, with the
+        # model, so a registration's time is the registration's (numba: ~0.4 s from its
+        # on-disk cache, ~2 s the very first time).
+        from arspine.registration._kernels import warm
+
+        self.points = np.ascontiguousarray(self.points, dtype=np.float64)
+        self.normals = np.ascontiguousarray(self.normals, dtype=np.float64)
+        self.level_index = np.ascontiguousarray(self.level_index, dtype=np.int64)
+        warm()
+
     def nearest_sq(self, q: np.ndarray, max_mm: float) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`nearest` with *squared* distances (mm^2): no square root on the hot
         path of the score searches."""
+        from arspine.registration._kernels import grid_nearest_kernel
+
+        g = self.nearest_grid()
+        q = np.asarray(q, dtype=np.float64)
+        d2, idx = grid_nearest_kernel(np.ascontiguousarray(q.reshape(-1, 3)), g._flat,
+                                      g._shape, g._origin, 1.0 / g.voxel_mm, self.points,
+                                      float(max_mm))
+        return d2.reshape(q.shape[:-1]), idx.reshape(q.shape[:-1])
+
+    def nearest_grid(self) -> NearestGrid:
+        """The :class:`NearestGrid` of the shell, built on first use."""
         if self.grid is None:
             self.grid = NearestGrid.build(self.points)
-        idx = self.grid.lookup(q)
-        diff = q - self.points[np.maximum(idx, 0)]
-        d2 = np.einsum("...i,...i->...", diff, diff)
-        far = (idx < 0) | (d2 > max_mm * max_mm)
-        return np.where(far, np.inf, d2), np.where(far, -1, idx)
+        return self.grid
 
     def nearest(self, q: np.ndarray, max_mm: float) -> tuple[np.ndarray, np.ndarray]:
         """Nearest shell point (via the grid) of points ``q`` (ct mm).

@@ -29,6 +29,7 @@ class _LevelView:
 
     def __init__(self, model, i: int):
         self.model, self.i, self.normals = model, i, model.normals
+        self.level_only = i  # global_.proxy_scores scores against this level alone
 
     def nearest_sq(self, q: np.ndarray, dmax: float):
         d2, j = self.model.nearest_sq(q, dmax)
