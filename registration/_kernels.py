@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["proxy_scores_kernel", "grid_nearest_kernel", "warm"]
+__all__ = ["proxy_scores_kernel", "grid_nearest_kernel", "icp_pairs_kernel",
+           "normal_equations_kernel", "warm"]
 
 
 @njit(cache=True, nogil=True)
@@ -85,6 +86,76 @@ def grid_nearest_kernel(q, flat, shape, origin, inv_vox, pts, max_mm):
     return d2, idx
 
 
+@njit(cache=True, nogil=True)
+def icp_pairs_kernel(src, src_normals, T, flat, shape, origin, inv_vox, pts, nrm,
+                     point_level, level, max_mm, min_dot, use_normals):
+    """Correspondences of one point-to-plane ICP step.
+
+    ``src`` (N, 3) under ``T`` (4, 4); a pair is kept when the grid's nearest shell point
+    (of ``level`` only when ``level >= 0``) lies within ``max_mm`` and, with
+    ``use_normals``, the rotated source normal agrees with its normal (dot > ``min_dot``).
+
+    Returns ``(src_index (K,), shell_index (K,), q (K, 3) transformed points,
+    r (K,) signed point-to-plane residuals, mm)``.
+    """
+    N = src.shape[0]
+    keep = np.empty(N, dtype=np.int64)
+    jj = np.empty(N, dtype=np.int64)
+    qs = np.empty((N, 3))
+    rs = np.empty(N)
+    lim = max_mm * max_mm
+    k = 0
+    for n in range(N):
+        px, py, pz = src[n, 0], src[n, 1], src[n, 2]
+        x = T[0, 0] * px + T[0, 1] * py + T[0, 2] * pz + T[0, 3]
+        y = T[1, 0] * px + T[1, 1] * py + T[1, 2] * pz + T[1, 3]
+        z = T[2, 0] * px + T[2, 1] * py + T[2, 2] * pz + T[2, 3]
+        j = flat[_cell(x, y, z, origin, inv_vox, shape)]
+        if j < 0 or (level >= 0 and point_level[j] != level):
+            continue
+        dx, dy, dz = x - pts[j, 0], y - pts[j, 1], z - pts[j, 2]
+        if dx * dx + dy * dy + dz * dz > lim:
+            continue
+        if use_normals:
+            nx, ny, nz = src_normals[n, 0], src_normals[n, 1], src_normals[n, 2]
+            dot = (nrm[j, 0] * (T[0, 0] * nx + T[0, 1] * ny + T[0, 2] * nz)
+                   + nrm[j, 1] * (T[1, 0] * nx + T[1, 1] * ny + T[1, 2] * nz)
+                   + nrm[j, 2] * (T[2, 0] * nx + T[2, 1] * ny + T[2, 2] * nz))
+            if not dot > min_dot:
+                continue
+        keep[k], jj[k] = n, j
+        qs[k, 0], qs[k, 1], qs[k, 2] = x, y, z
+        rs[k] = dx * nrm[j, 0] + dy * nrm[j, 1] + dz * nrm[j, 2]
+        k += 1
+    return keep[:k], jj[:k], qs[:k], rs[:k]
+
+
+@njit(cache=True, nogil=True)
+def normal_equations_kernel(q, n, r, w):
+    """``A = J^T W J``, ``b = -J^T W r`` (6x6, 6) of point-to-plane ICP with the Jacobian
+    rows ``[q x n, n]`` (rotation first)."""
+    A = np.zeros((6, 6))
+    b = np.zeros(6)
+    J = np.empty(6)
+    for i in range(q.shape[0]):
+        wi = w[i]
+        if wi == 0.0:
+            continue
+        J[0] = q[i, 1] * n[i, 2] - q[i, 2] * n[i, 1]
+        J[1] = q[i, 2] * n[i, 0] - q[i, 0] * n[i, 2]
+        J[2] = q[i, 0] * n[i, 1] - q[i, 1] * n[i, 0]
+        J[3], J[4], J[5] = n[i, 0], n[i, 1], n[i, 2]
+        for a in range(6):
+            wa = wi * J[a]
+            b[a] -= wa * r[i]
+            for c in range(a, 6):
+                A[a, c] += wa * J[c]
+    for a in range(6):
+        for c in range(a):
+            A[a, c] = A[c, a]
+    return A, b
+
+
 _WARM = []
 
 
@@ -97,4 +168,7 @@ def warm() -> None:
     grid_nearest_kernel(z3, flat, shape, one, 1.0, z3, 1.0)
     proxy_scores_kernel(np.eye(4)[None], z3, z3, flat, shape, one, 1.0, z3, z3, 1.0,
                         np.zeros(1, np.int64), -1)
+    icp_pairs_kernel(z3, z3, np.eye(4), flat, shape, one, 1.0, z3, z3, np.zeros(1, np.int64),
+                     -1, 1.0, 0.3, True)
+    normal_equations_kernel(z3, z3, np.zeros(1), np.zeros(1))
     _WARM.append(True)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from arspine.registration._kernels import icp_pairs_kernel, normal_equations_kernel
+
 __all__ = ["IcpResult", "icp_point_to_plane", "small_rigid"]
 
 
@@ -51,7 +53,7 @@ def icp_point_to_plane(src: np.ndarray, src_normals: np.ndarray | None, nearest,
                        motion_center: np.ndarray | None = None,
                        min_pairs: int = 12, tol: float = 1e-4,
                        patch_mm: float | None = None, patch_offset_mm: float = 0.4,
-                       front_c_mm: float | None = None) -> IcpResult:
+                       front_c_mm: float | None = None, grid_model=None) -> IcpResult:
     """Robust point-to-plane ICP.
 
     Parameters
@@ -75,6 +77,9 @@ def icp_point_to_plane(src: np.ndarray, src_normals: np.ndarray | None, nearest,
         cells are judged relative to it.
     front_c_mm : optional smaller Tukey width for residuals in front of the surface (tissue
         lies in front of bone, never behind it).
+    grid_model : optional PreparedModel (or one-level view of it, ``multibody._LevelView``)
+        whose ``points``/``normals`` are ``tgt``/``tgt_normals`` and whose ``nearest`` is
+        ``nearest``: the correspondences then come from one compiled loop over its grid.
 
     Returns
     -------
@@ -85,24 +90,40 @@ def icp_point_to_plane(src: np.ndarray, src_normals: np.ndarray | None, nearest,
     A = None
     T0 = T.copy()
     center = tgt.mean(axis=0) if motion_center is None else np.asarray(motion_center, float)
+    if grid_model is not None:
+        base = getattr(grid_model, "model", grid_model)
+        level = int(getattr(grid_model, "level_only", -1))
+        g = base.nearest_grid()
+        src_c = np.ascontiguousarray(src, dtype=np.float64)
+        srcn_c = src_c if src_normals is None else np.ascontiguousarray(src_normals,
+                                                                       dtype=np.float64)
     for stage, dmax in enumerate(schedule_mm):
         for _ in range(iters_per_stage):
             it_total += 1
-            q = src @ T[:3, :3].T + T[:3, 3]
-            d, idx = nearest(q, dmax)
-            ok = np.isfinite(d)
-            if src_normals is not None:
-                ns = src_normals[ok] @ T[:3, :3].T
-                agree = np.einsum("ij,ij->i", ns, tgt_normals[idx[ok]]) > normal_min_dot
-                ok_idx = np.flatnonzero(ok)[agree]
+            if grid_model is not None:
+                _, j, qi, r = icp_pairs_kernel(src_c, srcn_c, T, g._flat, g._shape, g._origin,
+                                               1.0 / g.voxel_mm, base.points, base.normals,
+                                               base.level_index, level, float(dmax),
+                                               float(normal_min_dot), src_normals is not None)
+                if len(j) < min_pairs:
+                    return IcpResult(T, float("inf"), int(len(j)), it_total, False)
+                m, n = tgt[j], tgt_normals[j]
             else:
-                ok_idx = np.flatnonzero(ok)
-            if len(ok_idx) < min_pairs:
-                return IcpResult(T, float("inf"), int(len(ok_idx)), it_total, False)
-            qi = q[ok_idx]
-            m = tgt[idx[ok_idx]]
-            n = tgt_normals[idx[ok_idx]]
-            r = np.einsum("ij,ij->i", qi - m, n)
+                q = src @ T[:3, :3].T + T[:3, 3]
+                d, idx = nearest(q, dmax)
+                ok = np.isfinite(d)
+                if src_normals is not None:
+                    ns = src_normals[ok] @ T[:3, :3].T
+                    agree = np.einsum("ij,ij->i", ns, tgt_normals[idx[ok]]) > normal_min_dot
+                    ok_idx = np.flatnonzero(ok)[agree]
+                else:
+                    ok_idx = np.flatnonzero(ok)
+                if len(ok_idx) < min_pairs:
+                    return IcpResult(T, float("inf"), int(len(ok_idx)), it_total, False)
+                qi = q[ok_idx]
+                m = tgt[idx[ok_idx]]
+                n = tgt_normals[idx[ok_idx]]
+                r = np.einsum("ij,ij->i", qi - m, n)
             c = min(tukey_c_mm, dmax)
             w = np.where(np.abs(r) < c, (1 - (r / c) ** 2) ** 2, 0.0)
             if front_c_mm is not None:
@@ -110,10 +131,9 @@ def icp_point_to_plane(src: np.ndarray, src_normals: np.ndarray | None, nearest,
                 w = np.where(r > 0, np.where(r < cf, (1 - (r / cf) ** 2) ** 2, 0.0), w)
             if patch_mm is not None and stage >= 1:
                 w = w * _patch_keep(m, r, w, patch_mm, patch_offset_mm)
-            J = np.hstack([np.cross(qi, n), n])
-            Jw = J * w[:, None]
-            A = Jw.T @ J + 1e-6 * np.eye(6)
-            b = -Jw.T @ r
+            A, b = normal_equations_kernel(np.ascontiguousarray(qi), np.ascontiguousarray(n),
+                                           r, np.ascontiguousarray(w, dtype=np.float64))
+            A += 1e-6 * np.eye(6)
             x = np.linalg.solve(A, b)
             T = small_rigid(x) @ T
             if max_motion_mm is not None or max_motion_deg is not None:

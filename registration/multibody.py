@@ -102,7 +102,7 @@ def refine_levels(T_whole: np.ndarray, pts: np.ndarray, nrm: np.ndarray, model,
                                       max_motion_mm=max_motion_mm if bounded else None,
                                       max_motion_deg=max_motion_deg if bounded else None,
                                       patch_mm=patch, patch_offset_mm=patch_offset_mm,
-                                      front_c_mm=front)
+                                      front_c_mm=front, grid_model=view)
 
         def fit(T_start, patch=patch_mm, front=front_c_mm, sel=sel, i=i):
             res = icp(sel, T_start, patch=patch, front=front)

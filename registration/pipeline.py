@@ -258,7 +258,8 @@ def _articulated(T0: np.ndarray, E: np.ndarray, En: np.ndarray, model, depth: De
     Returns ``(T_fine, per_level, (score, support, violations, facing))``.
     """
     fine = icp_point_to_plane(E, En, model.nearest, model.points, model.normals, T0,
-                              schedule_mm=cfg.fine_schedule_mm, iters_per_stage=6)
+                              schedule_mm=cfg.fine_schedule_mm, iters_per_stage=6,
+                              grid_model=model)
     T = fine.T_ct_from_sensor
     Lp, Ln = levels_pts if levels_pts is not None else (E, En)
     per = refine_levels(T, Lp, Ln, model, stability=stability,
