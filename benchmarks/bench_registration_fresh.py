@@ -49,6 +49,7 @@ def main(argv=None) -> int:
     ap.add_argument("--save", default=None)
     args = ap.parse_args(argv)
 
+    from arspine.datasets.scene import bone_label
     from arspine.datasets.simulate import simulate_scan
     from arspine.datasets.suites import load_anatomy
     from arspine.registration import register
@@ -76,6 +77,9 @@ def main(argv=None) -> int:
         r = register(model, sim.cloud)
         times.append(time.perf_counter() - t0)
         lq = r.quality.get("levels", {})
+        # How much of each level the sensor saw at all (simulator labels): the evidence any
+        # method has, whatever it does with it.
+        hit = np.asarray(sim.cloud.labels)
         case_rows = []
         for lv, v in r.vertebrae.items():
             exposed = lv in sim.exposed_levels
@@ -86,7 +90,9 @@ def main(argv=None) -> int:
                                   accepted=r.status == "ok" and v.status == "ok",
                                   whole_status=r.status, reason=r.reason, level_reason=v.reason,
                                   margin=r.quality.get("margin"),
-                                  runner_up=r.quality.get("runner_up"), **lq.get(lv, {})))
+                                  runner_up=r.quality.get("runner_up"),
+                                  bone_points_seen=int((hit == bone_label(lv)).sum()),
+                                  **lq.get(lv, {})))
         right = max(x["tre"] for x in case_rows if x["exposed"]) < 5.0
         found += right
         accepted_cases += r.status == "ok"
@@ -113,6 +119,14 @@ def main(argv=None) -> int:
     print(f"accepted with TRE > 2 mm: {len(wrong)}"
           + "".join(f"  {x['case']} {x['level']} {x['tre']:.2f}" for x in wrong))
     print(f"time per registration: median {np.median(times):.2f} s")
+    print("exposed levels by bone points in the scan (simulator labels, before clean-up):")
+    edges = [0, 200, 400, 700, 1000, 1500, np.inf]
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        b = [x for x in exp if lo <= x["bone_points_seen"] < hi]
+        if b:
+            print(f"  {lo:>5}-{hi:<5g}: {len(b):3d} levels, right pose (TRE <= 2 mm) "
+                  f"{sum(x['tre'] <= 2.0 for x in b):3d}, accepted "
+                  f"{sum(x['accepted'] for x in b):3d}")
     if args.save:
         with open(args.save, "wb") as fh:
             pickle.dump(rows, fh)
