@@ -184,25 +184,26 @@ def register(model, scan, levels: list | None = None,
     exposed = []
     level_q = {}
     for name, r in per.items():
-        mask = model.level_mask(name)
-        Tl = r["T"]
-        _, lsup, _, lfacing = visibility_score(np.linalg.inv(Tl), model, depth, mask=mask)
-        cov = lsup / max(lfacing, 1)
-        mm, deg = level_motion(Tl, T_best, model.centroids[model.levels.index(name)])
-        lq = {"coverage": cov, "n_inliers": r["n_inliers"], "rmse_mm": r["rmse_mm"],
-              "motion_mm": mm, "motion_deg": deg,
-              "predicted_tre_mm": r.get("predicted_tre_mm", float("inf")),
-              "spread_mm": r.get("spread_mm", float("inf")),
-              "spread_estimator_mm": r.get("spread_estimator_mm", float("inf")),
-              "spread_restart_mm": r.get("spread_restart_mm", float("inf")),
-              "jackknife_mm": r.get("jackknife_mm", float("inf"))}
+        lq = _level_quality(name, r, T_best, model, depth)
         level_q[name] = lq
         why = gate_level(name, lq, cfg.gate)
         if why is None:
             exposed.append(name)
         verts[name] = VertebraResult(
-            RigidTransform.from_matrix(np.linalg.inv(Tl), "sensor", "ct", orthonormalize=True),
-            r["rmse_mm"], cov, "ok" if why is None else "rejected", why, r["n_inliers"])
+            RigidTransform.from_matrix(np.linalg.inv(r["T"]), "sensor", "ct",
+                                       orthonormalize=True),
+            r["rmse_mm"], lq["coverage"], "ok" if why is None else "rejected", why,
+            r["n_inliers"])
+    # A margin short of min_margin can still be decided level by level: the runner-up,
+    # refined and gated exactly like the best, must get fewer passing levels (see GateConfig).
+    runner_pass = None
+    outvote = False
+    if (runner is not None and cfg.gate.margin_levels_floor <= margin < cfg.gate.min_margin
+            and len(exposed) >= cfg.gate.margin_levels_min):
+        T_r, per_r, _ = articulate(runner, stability=True)
+        runner_pass = sum(gate_level(n, _level_quality(n, r, T_r, model, depth), cfg.gate)
+                          is None for n, r in per_r.items())
+        outvote = runner_pass < len(exposed)
     quality = {
         "facing_deg": facing_deg(T_best, model),
         "n_input_points": ps.n_input, "n_fine_points": int(len(ps.fine)),
@@ -214,6 +215,7 @@ def register(model, scan, levels: list | None = None,
         "runner_up_desc": _describe(runner.kind, exposed or list(model.levels), model)
         if runner is not None else None,
         "margin": margin, "best_kind": best.kind, "exposed_levels": exposed,
+        "runner_up_levels_passing": runner_pass, "levels_outvote_runner_up": outvote,
         "levels_hint": levels,
         "hypotheses": [{"kind": h.kind, "score": h.score} for h in scored[:12]],
         **{key: {k: (v[key] if np.isfinite(v[key]) else None) for k, v in level_q.items()}
@@ -245,6 +247,23 @@ def register(model, scan, levels: list | None = None,
     t_reg = time.perf_counter() - t0
     return RegistrationResult(status, reason, T_whole, verts, quality,
                               {"prepare_scan": t_pre, "register": t_reg}, t_reg)
+
+
+def _level_quality(name: str, r: dict, T_whole: np.ndarray, model, depth: DepthImage) -> dict:
+    """The per-level evidence :func:`gate_level` judges, for one level's refinement ``r``
+    (from :func:`refine_levels`) around the whole-spine pose ``T_whole``."""
+    Tl = r["T"]
+    _, lsup, _, lfacing = visibility_score(np.linalg.inv(Tl), model, depth,
+                                           mask=model.level_mask(name))
+    mm, deg = level_motion(Tl, T_whole, model.centroids[model.levels.index(name)])
+    inf = float("inf")
+    return {"coverage": lsup / max(lfacing, 1), "n_inliers": r["n_inliers"],
+            "rmse_mm": r["rmse_mm"], "motion_mm": mm, "motion_deg": deg,
+            "predicted_tre_mm": r.get("predicted_tre_mm", inf),
+            "spread_mm": r.get("spread_mm", inf),
+            "spread_estimator_mm": r.get("spread_estimator_mm", inf),
+            "spread_restart_mm": r.get("spread_restart_mm", inf),
+            "jackknife_mm": r.get("jackknife_mm", inf)}
 
 
 def _articulated(T0: np.ndarray, E: np.ndarray, En: np.ndarray, model, depth: DepthImage,
