@@ -162,14 +162,18 @@ def register(model, scan, levels: list | None = None,
     # The two best other poses, and always the best one-level shift: articulated, a shift
     # can fit better than its rigid score said.
     check = others[:2] + [h for h in others[2:] if h.kind in ("shift+1", "shift-1")][:1]
+    rivals = []  # (hypothesis, articulated score) of every distinct pose checked
     for h in check:
         T_r, _, (s_r, *_) = articulate(h)
-        if distinct(T_r, T_best) and s_r > r_score:
-            runner, r_score = h, s_r
+        if distinct(T_r, T_best):
+            rivals.append((h, s_r))
+            if s_r > r_score:
+                runner, r_score = h, s_r
     if runner is not None and np.isfinite(r_score) and r_score > vs:
         # Articulated, the runner-up explains the scan better than the rigidly ranked best:
         # it becomes the best and the old best the runner-up.
         old = (best, vs)
+        rivals = [(h, s) for h, s in rivals if h is not runner] + [old]
         best = runner
         T_best, per, (vs, sup, viol, facing) = articulate(best, stability=True)
         runner, r_score = old
@@ -194,15 +198,20 @@ def register(model, scan, levels: list | None = None,
                                        orthonormalize=True),
             r["rmse_mm"], lq["coverage"], "ok" if why is None else "rejected", why,
             r["n_inliers"])
-    # A margin short of min_margin can still be decided level by level: the runner-up,
-    # refined and gated exactly like the best, must get fewer passing levels (see GateConfig).
+    # A margin short of min_margin can still be decided level by level: every rival within
+    # it (the runner-up and any other checked pose that close), refined and gated exactly
+    # like the best, must get fewer passing levels (see GateConfig).
     runner_pass = None
     outvote = False
     if (runner is not None and cfg.gate.margin_levels_floor <= margin < cfg.gate.min_margin
             and len(exposed) >= cfg.gate.margin_levels_min):
-        T_r, per_r, _ = articulate(runner, stability=True)
-        runner_pass = sum(gate_level(n, _level_quality(n, r, T_r, model, depth), cfg.gate)
-                          is None for n, r in per_r.items())
+        close = [h for h, s in rivals if (vs - s) / abs(vs) < cfg.gate.min_margin]
+        counts = []
+        for h in close or [runner]:
+            T_r, per_r, _ = articulate(h, stability=True)
+            counts.append(sum(gate_level(n, _level_quality(n, r, T_r, model, depth),
+                                         cfg.gate) is None for n, r in per_r.items()))
+        runner_pass = max(counts)
         outvote = runner_pass < len(exposed)
     quality = {
         "facing_deg": facing_deg(T_best, model),
