@@ -28,6 +28,31 @@ def _cell(x: float, y: float, z: float, origin, inv_vox: float, shape) -> int:
 
 
 @njit(cache=True, nogil=True)
+def _apply(T, v, n, translate: bool):
+    """Row ``n`` of ``v`` through ``T`` (4, 4): rotated, and translated when asked."""
+    px, py, pz = v[n, 0], v[n, 1], v[n, 2]
+    x = T[0, 0] * px + T[0, 1] * py + T[0, 2] * pz
+    y = T[1, 0] * px + T[1, 1] * py + T[1, 2] * pz
+    z = T[2, 0] * px + T[2, 1] * py + T[2, 2] * pz
+    if translate:
+        x, y, z = x + T[0, 3], y + T[1, 3], z + T[2, 3]
+    return x, y, z
+
+
+@njit(cache=True, nogil=True)
+def _shell_point(x, y, z, flat, shape, origin, inv_vox, pts, point_level, level, lim):
+    """The grid's nearest shell point ``j`` of (x, y, z) and the offset to it, ``j = -1``
+    when there is none within ``sqrt(lim)`` mm (or it belongs to another level)."""
+    j = flat[_cell(x, y, z, origin, inv_vox, shape)]
+    if j < 0 or (level >= 0 and point_level[j] != level):
+        return -1, 0.0, 0.0, 0.0
+    dx, dy, dz = x - pts[j, 0], y - pts[j, 1], z - pts[j, 2]
+    if dx * dx + dy * dy + dz * dz > lim:
+        return -1, 0.0, 0.0, 0.0
+    return j, dx, dy, dz
+
+
+@njit(cache=True, nogil=True)
 def proxy_scores_kernel(Ts, P, Pn, flat, shape, origin, inv_vox, pts, nrm, tau_mm,
                         point_level, level):
     """(K,) truncated-quadratic scores; see :func:`arspine.registration.global_.proxy_scores`.
@@ -44,23 +69,14 @@ def proxy_scores_kernel(Ts, P, Pn, flat, shape, origin, inv_vox, pts, nrm, tau_m
         R = Ts[k]
         acc = 0.0
         for n in range(N):
-            px, py, pz = P[n, 0], P[n, 1], P[n, 2]
-            x = R[0, 0] * px + R[0, 1] * py + R[0, 2] * pz + R[0, 3]
-            y = R[1, 0] * px + R[1, 1] * py + R[1, 2] * pz + R[1, 3]
-            z = R[2, 0] * px + R[2, 1] * py + R[2, 2] * pz + R[2, 3]
-            j = flat[_cell(x, y, z, origin, inv_vox, shape)]
-            if j < 0 or (level >= 0 and point_level[j] != level):
+            x, y, z = _apply(R, P, n, True)
+            j, dx, dy, dz = _shell_point(x, y, z, flat, shape, origin, inv_vox, pts,
+                                         point_level, level, tau2)
+            if j < 0:
                 continue
-            dx, dy, dz = x - pts[j, 0], y - pts[j, 1], z - pts[j, 2]
-            d2 = dx * dx + dy * dy + dz * dz
-            if d2 > tau2:
-                continue
-            nx, ny, nz = Pn[n, 0], Pn[n, 1], Pn[n, 2]
-            dot = (nrm[j, 0] * (R[0, 0] * nx + R[0, 1] * ny + R[0, 2] * nz)
-                   + nrm[j, 1] * (R[1, 0] * nx + R[1, 1] * ny + R[1, 2] * nz)
-                   + nrm[j, 2] * (R[2, 0] * nx + R[2, 1] * ny + R[2, 2] * nz))
-            if dot > 0.3:
-                acc += 1.0 - d2 / tau2
+            nx, ny, nz = _apply(R, Pn, n, False)
+            if nrm[j, 0] * nx + nrm[j, 1] * ny + nrm[j, 2] * nz > 0.3:
+                acc += 1.0 - (dx * dx + dy * dy + dz * dz) / tau2
         out[k] = acc
     return out
 
@@ -106,22 +122,14 @@ def icp_pairs_kernel(src, src_normals, T, flat, shape, origin, inv_vox, pts, nrm
     lim = max_mm * max_mm
     k = 0
     for n in range(N):
-        px, py, pz = src[n, 0], src[n, 1], src[n, 2]
-        x = T[0, 0] * px + T[0, 1] * py + T[0, 2] * pz + T[0, 3]
-        y = T[1, 0] * px + T[1, 1] * py + T[1, 2] * pz + T[1, 3]
-        z = T[2, 0] * px + T[2, 1] * py + T[2, 2] * pz + T[2, 3]
-        j = flat[_cell(x, y, z, origin, inv_vox, shape)]
-        if j < 0 or (level >= 0 and point_level[j] != level):
-            continue
-        dx, dy, dz = x - pts[j, 0], y - pts[j, 1], z - pts[j, 2]
-        if dx * dx + dy * dy + dz * dz > lim:
+        x, y, z = _apply(T, src, n, True)
+        j, dx, dy, dz = _shell_point(x, y, z, flat, shape, origin, inv_vox, pts, point_level,
+                                     level, lim)
+        if j < 0:
             continue
         if use_normals:
-            nx, ny, nz = src_normals[n, 0], src_normals[n, 1], src_normals[n, 2]
-            dot = (nrm[j, 0] * (T[0, 0] * nx + T[0, 1] * ny + T[0, 2] * nz)
-                   + nrm[j, 1] * (T[1, 0] * nx + T[1, 1] * ny + T[1, 2] * nz)
-                   + nrm[j, 2] * (T[2, 0] * nx + T[2, 1] * ny + T[2, 2] * nz))
-            if not dot > min_dot:
+            nx, ny, nz = _apply(T, src_normals, n, False)
+            if not nrm[j, 0] * nx + nrm[j, 1] * ny + nrm[j, 2] * nz > min_dot:
                 continue
         keep[k], jj[k] = n, j
         qs[k, 0], qs[k, 1], qs[k, 2] = x, y, z
