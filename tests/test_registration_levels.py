@@ -205,3 +205,28 @@ def test_single_passing_level_of_a_shifted_pose_is_refused():
     lv = r.quality["exposed_levels"][0]
     tre = tre_mm(r.vertebrae[lv].T_sensor_from_ct, sim.truth[lv], sim.targets_ct_mm[lv])
     assert np.sqrt(np.mean(tre ** 2)) > 20.0
+
+
+@pytest.mark.xfail(strict=True, reason="known defect (issue #4): fresh scan seed 32048 of the "
+                   "real CT, L3 accepted 2.30 mm off (3.6 deg of flexion pulled by tissue "
+                   "remnants; its predicted error, restarts and jackknife look clean)")
+def test_known_tissue_biased_level_is_not_accepted(data_dir):
+    # Kept as a strict xfail so the day a change fixes it, this test says so.
+    from arspine.datasets.simulate import simulate_scan
+    from arspine.datasets.suites import _CT, load_anatomy
+    from arspine.imaging import load_ct, load_labels
+    from arspine.registration import register
+    from arspine.registration.metrics import tre_mm
+
+    an = load_anatomy("ct")
+    ct = load_ct(data_dir.joinpath(*_CT[0].split("/")), progress=False)
+    model = prepare_model(ct, load_labels(data_dir.joinpath(*_CT[1].split("/")), like=ct),
+                          surfaces=an.surfaces)
+    sim = simulate_scan(an, seed=32048, levels=["L3", "L4", "L5"], outlier_fraction=0.10,
+                        motion="moderate")
+    r = register(model, sim.cloud)
+    for lv in sim.exposed_levels:
+        v = r.vertebrae[lv]
+        tre = np.sqrt(np.mean(tre_mm(v.T_sensor_from_ct, sim.truth[lv],
+                                     sim.targets_ct_mm[lv]) ** 2))
+        assert not (r.status == "ok" and v.status == "ok" and tre > 2.0), (lv, tre)
