@@ -53,13 +53,13 @@ def _shell_point(x, y, z, flat, shape, origin, inv_vox, pts, point_level, level,
 
 
 @njit(cache=True, nogil=True)
-def proxy_scores_kernel(Ts, P, Pn, flat, shape, origin, inv_vox, pts, nrm, tau_mm,
+def proxy_scores_kernel(Ts, P, Pn, tau_mm, flat, shape, origin, inv_vox, pts, nrm,
                         point_level, level):
     """(K,) truncated-quadratic scores; see :func:`arspine.registration.global_.proxy_scores`.
 
-    ``flat``/``shape``/``origin``/``inv_vox`` describe the padded nearest-point grid
-    (:class:`arspine.registration.model.NearestGrid`); ``pts``/``nrm`` the shell. With
-    ``level >= 0`` only shell points whose ``point_level`` is ``level`` count (a point whose
+    The arguments after ``tau_mm`` are :meth:`PreparedModel.grid_args
+    <arspine.registration.model.PreparedModel.grid_args>`: the padded nearest-point grid,
+    the shell and, with ``level >= 0``, only that level's shell points (a point whose
     nearest shell point belongs to another level scores nothing).
     """
     K, N = Ts.shape[0], P.shape[0]
@@ -82,34 +82,31 @@ def proxy_scores_kernel(Ts, P, Pn, flat, shape, origin, inv_vox, pts, nrm, tau_m
 
 
 @njit(cache=True, nogil=True)
-def grid_nearest_kernel(q, flat, shape, origin, inv_vox, pts, max_mm):
+def grid_nearest_kernel(q, max_mm, flat, shape, origin, inv_vox, pts, nrm, point_level, level):
     """Squared distance (mm^2, inf beyond ``max_mm``) and index (-1) of the grid's nearest
-    shell point of every query point ``q`` (M, 3)."""
+    shell point of every query point ``q`` (M, 3); grid arguments as in
+    :func:`proxy_scores_kernel`."""
     M = q.shape[0]
     d2 = np.empty(M)
     idx = np.empty(M, dtype=np.int64)
     lim = max_mm * max_mm
     for m in range(M):
-        x, y, z = q[m, 0], q[m, 1], q[m, 2]
-        j = flat[_cell(x, y, z, origin, inv_vox, shape)]
-        if j >= 0:
-            dx, dy, dz = x - pts[j, 0], y - pts[j, 1], z - pts[j, 2]
-            d = dx * dx + dy * dy + dz * dz
-            if d <= lim:
-                d2[m], idx[m] = d, j
-                continue
-        d2[m], idx[m] = np.inf, -1
+        j, dx, dy, dz = _shell_point(q[m, 0], q[m, 1], q[m, 2], flat, shape, origin, inv_vox,
+                                     pts, point_level, level, lim)
+        d2[m] = dx * dx + dy * dy + dz * dz if j >= 0 else np.inf
+        idx[m] = j
     return d2, idx
 
 
 @njit(cache=True, nogil=True)
-def icp_pairs_kernel(src, src_normals, T, flat, shape, origin, inv_vox, pts, nrm,
-                     point_level, level, max_mm, min_dot, use_normals):
+def icp_pairs_kernel(src, src_normals, T, max_mm, min_dot, use_normals, flat, shape, origin,
+                     inv_vox, pts, nrm, point_level, level):
     """Correspondences of one point-to-plane ICP step.
 
     ``src`` (N, 3) under ``T`` (4, 4); a pair is kept when the grid's nearest shell point
-    (of ``level`` only when ``level >= 0``) lies within ``max_mm`` and, with
-    ``use_normals``, the rotated source normal agrees with its normal (dot > ``min_dot``).
+    (of ``level`` only when ``level >= 0``; grid arguments as in
+    :func:`proxy_scores_kernel`) lies within ``max_mm`` and, with ``use_normals``, the
+    rotated source normal agrees with its normal (dot > ``min_dot``).
 
     Returns ``(src_index (K,), shell_index (K,), q (K, 3) transformed points,
     r (K,) signed point-to-plane residuals, mm)``.
@@ -171,12 +168,11 @@ def warm() -> None:
     """Compile (or load from numba's cache) every kernel for the argument types in use."""
     if _WARM:
         return
-    flat, shape = np.full(27, -1, np.int32), np.array([3, 3, 3], dtype=np.int64)
-    z3, one = np.zeros((1, 3)), np.zeros(3)
-    grid_nearest_kernel(z3, flat, shape, one, 1.0, z3, 1.0)
-    proxy_scores_kernel(np.eye(4)[None], z3, z3, flat, shape, one, 1.0, z3, z3, 1.0,
-                        np.zeros(1, np.int64), -1)
-    icp_pairs_kernel(z3, z3, np.eye(4), flat, shape, one, 1.0, z3, z3, np.zeros(1, np.int64),
-                     -1, 1.0, 0.3, True)
+    z3, one, lv = np.zeros((1, 3)), np.zeros(3), np.zeros(1, np.int64)
+    grid = (np.full(27, -1, np.int32), np.array([3, 3, 3], dtype=np.int64), one, 1.0, z3, z3,
+            lv, -1)
+    grid_nearest_kernel(z3, 1.0, *grid)
+    proxy_scores_kernel(np.eye(4)[None], z3, z3, 1.0, *grid)
+    icp_pairs_kernel(z3, z3, np.eye(4), 1.0, 0.3, True, *grid)
     normal_equations_kernel(z3, z3, np.zeros(1), np.zeros(1))
     _WARM.append(True)

@@ -267,28 +267,16 @@ def proxy_scores(Ts: np.ndarray, P: np.ndarray, Pn: np.ndarray, model,
     """Truncated-quadratic fit of scan points ``P`` to the model under each pose ``Ts``.
 
     ``Ts`` (K, 4, 4) ``T_ct_from_sensor``; a point counts ``1 - (d / tau)^2`` when its
-    nearest model point is within ``tau_mm`` and the normals agree. Returns (K,) scores.
+    nearest model point is within ``tau_mm`` and the normals agree. ``model``: a
+    PreparedModel or a one-level view of it (``multibody._LevelView``: that level's points
+    only). Returns (K,) scores.
     """
     from arspine.registration._kernels import proxy_scores_kernel
 
-    # A view of one level (multibody._LevelView) scores against that level's points only.
-    level = getattr(model, "level_only", -1)
-    base = getattr(model, "model", model)
-    if hasattr(base, "nearest_grid"):
-        g = base.nearest_grid()
-        return proxy_scores_kernel(np.ascontiguousarray(Ts, dtype=np.float64),
-                                   np.ascontiguousarray(P, dtype=np.float64),
-                                   np.ascontiguousarray(Pn, dtype=np.float64), g._flat,
-                                   g._shape, g._origin, 1.0 / g.voxel_mm, base.points,
-                                   base.normals, float(tau_mm), base.level_index,
-                                   int(level))
-    R = Ts[:, :3, :3]
-    q = (np.matmul(P[None], R.transpose(0, 2, 1)) + Ts[:, None, :3, 3]).reshape(-1, 3)
-    d2, idx = model.nearest_sq(q, tau_mm)
-    nb = np.matmul(Pn[None], R.transpose(0, 2, 1)).reshape(-1, 3)
-    agree = np.einsum("ij,ij->i", model.normals[np.maximum(idx, 0)], nb) > 0.3
-    w = np.where(agree & np.isfinite(d2), 1.0 - d2 / (tau_mm * tau_mm), 0.0)
-    return w.reshape(len(Ts), -1).sum(axis=1)
+    return proxy_scores_kernel(np.ascontiguousarray(Ts, dtype=np.float64),
+                               np.ascontiguousarray(P, dtype=np.float64),
+                               np.ascontiguousarray(Pn, dtype=np.float64), float(tau_mm),
+                               *model.grid_args())
 
 
 def _moves(step_deg: float, step_mm: float, c: np.ndarray) -> np.ndarray:

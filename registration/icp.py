@@ -79,7 +79,8 @@ def icp_point_to_plane(src: np.ndarray, src_normals: np.ndarray | None, nearest,
         lies in front of bone, never behind it).
     grid_model : optional PreparedModel (or one-level view of it, ``multibody._LevelView``)
         whose ``points``/``normals`` are ``tgt``/``tgt_normals`` and whose ``nearest`` is
-        ``nearest``: the correspondences then come from one compiled loop over its grid.
+        ``nearest``: the correspondences then come from one compiled loop over its grid
+        (``grid_model.grid_args()``).
 
     Returns
     -------
@@ -91,9 +92,7 @@ def icp_point_to_plane(src: np.ndarray, src_normals: np.ndarray | None, nearest,
     T0 = T.copy()
     center = tgt.mean(axis=0) if motion_center is None else np.asarray(motion_center, float)
     if grid_model is not None:
-        base = getattr(grid_model, "model", grid_model)
-        level = int(getattr(grid_model, "level_only", -1))
-        g = base.nearest_grid()
+        grid = grid_model.grid_args()
         src_c = np.ascontiguousarray(src, dtype=np.float64)
         srcn_c = src_c if src_normals is None else np.ascontiguousarray(src_normals,
                                                                        dtype=np.float64)
@@ -101,10 +100,9 @@ def icp_point_to_plane(src: np.ndarray, src_normals: np.ndarray | None, nearest,
         for _ in range(iters_per_stage):
             it_total += 1
             if grid_model is not None:
-                _, j, qi, r = icp_pairs_kernel(src_c, srcn_c, T, g._flat, g._shape, g._origin,
-                                               1.0 / g.voxel_mm, base.points, base.normals,
-                                               base.level_index, level, float(dmax),
-                                               float(normal_min_dot), src_normals is not None)
+                _, j, qi, r = icp_pairs_kernel(src_c, srcn_c, T, float(dmax),
+                                               float(normal_min_dot), src_normals is not None,
+                                               *grid)
                 if len(j) < min_pairs:
                     return IcpResult(T, float("inf"), int(len(j)), it_total, False)
                 m, n = tgt[j], tgt_normals[j]

@@ -132,20 +132,21 @@ class PreparedModel:
     def nearest_sq(self, q: np.ndarray, max_mm: float) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`nearest` with *squared* distances (mm^2): no square root on the hot
         path of the score searches."""
-        from arspine.registration._kernels import grid_nearest_kernel
-
-        g = self.nearest_grid()
-        q = np.asarray(q, dtype=np.float64)
-        d2, idx = grid_nearest_kernel(np.ascontiguousarray(q.reshape(-1, 3)), g._flat,
-                                      g._shape, g._origin, 1.0 / g.voxel_mm, self.points,
-                                      float(max_mm))
-        return d2.reshape(q.shape[:-1]), idx.reshape(q.shape[:-1])
+        return grid_nearest(self, q, max_mm)
 
     def nearest_grid(self) -> NearestGrid:
         """The :class:`NearestGrid` of the shell, built on first use."""
         if self.grid is None:
             self.grid = NearestGrid.build(self.points)
         return self.grid
+
+    def grid_args(self, level: int = -1) -> tuple:
+        """The model as the compiled kernels take it (``registration/_kernels.py``): the
+        padded nearest-point grid, the shell points and normals, each point's level, and the
+        one level to use (-1: all)."""
+        g = self.nearest_grid()
+        return (g._flat, g._shape, g._origin, 1.0 / g.voxel_mm, self.points, self.normals,
+                self.level_index, int(level))
 
     def nearest(self, q: np.ndarray, max_mm: float) -> tuple[np.ndarray, np.ndarray]:
         """Nearest shell point (via the grid) of points ``q`` (ct mm).
@@ -235,6 +236,18 @@ class PreparedModel:
             if isinstance(exc, InputError):
                 raise
             raise InputError(f"prepared model file {path} is broken: {exc}") from exc
+
+
+def grid_nearest(model, q: np.ndarray, max_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(squared distance mm^2, index)`` of the nearest shell point of each of ``q``
+    (..., 3) through ``model.grid_args()`` (a PreparedModel or a one-level view of it);
+    inf / -1 beyond ``max_mm``."""
+    from arspine.registration._kernels import grid_nearest_kernel
+
+    q = np.asarray(q, dtype=np.float64)
+    d2, idx = grid_nearest_kernel(np.ascontiguousarray(q.reshape(-1, 3)), float(max_mm),
+                                  *model.grid_args())
+    return d2.reshape(q.shape[:-1]), idx.reshape(q.shape[:-1])
 
 
 # --------------------------------------------------------------------- preparation helpers

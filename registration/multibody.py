@@ -11,6 +11,7 @@ import numpy as np
 
 from arspine.registration._pc import unit
 from arspine.registration.icp import icp_point_to_plane
+from arspine.registration.model import grid_nearest
 
 __all__ = ["refine_levels", "level_motion", "predicted_tre", "level_targets"]
 
@@ -29,12 +30,13 @@ class _LevelView:
 
     def __init__(self, model, i: int):
         self.model, self.i, self.normals = model, i, model.normals
-        self.level_only = i  # global_.proxy_scores scores against this level alone
+        self.points = model.points
+
+    def grid_args(self) -> tuple:
+        return self.model.grid_args(self.i)
 
     def nearest_sq(self, q: np.ndarray, dmax: float):
-        d2, j = self.model.nearest_sq(q, dmax)
-        other = (j >= 0) & (self.model.level_index[np.maximum(j, 0)] != self.i)
-        return np.where(other, np.inf, d2), np.where(other, -1, j)
+        return grid_nearest(self, q, dmax)
 
     def nearest(self, q: np.ndarray, dmax: float):
         d2, j = self.nearest_sq(q, dmax)
