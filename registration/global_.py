@@ -432,22 +432,30 @@ def global_search(scan, model, depth: DepthImage, n_hypotheses: int = 8,
                                    kind, details={"region": i}))
     if not hyps:
         return []
-    # The look-alikes of the best pose; when one of them wins, its own look-alikes are
-    # evaluated too (a flip of a shift is still a look-alike), a few rounds at most.
+    # The look-alikes of the best pose, and of the best pose on the first exposure (the
+    # deepest: a pose on a drape fold elsewhere can outscore the wound's pose until the
+    # wound's pose is shifted to the right level); when one of them wins, its own
+    # look-alikes are evaluated too (a flip of a shift is still a look-alike), a few rounds
+    # at most.
     done: list[np.ndarray] = []
-    for _ in range(3):
+    for round_ in range(3):
         hyps.sort(key=lambda h: -h.score)
-        best = hyps[0]
-        if any(_close(best.T, d, model.center_ct, 3.0, 3.0) for d in done):
+        todo = [] if any(_close(hyps[0].T, d, model.center_ct, 3.0, 3.0) for d in done) \
+            else [hyps[0]]
+        if round_ == 0:
+            todo += [h for h in hyps if h.details.get("region", 0) == 0][:1]
+            todo = todo[:1] if len(todo) == 2 and todo[1] is todo[0] else todo
+        if not todo:
             break
-        done.append(best.T)
-        region = best.details.get("region", 0)
-        P, Pn = pts[region]
-        for name, Ta in alternatives(best.T, model):
-            Tr = pattern_search(Ta, P, Pn, model, taus=(5.0, 3.0), step=(3.0, 3.0))
-            s = visibility_score(np.linalg.inv(Tr), model, depth)[0]
-            if facing_deg(Tr, model) > max_facing_deg:
-                s = -np.inf
-            hyps.append(Hypothesis(Tr, s, name, details={"region": region}))
+        for best in todo:
+            done.append(best.T)
+            region = best.details.get("region", 0)
+            P, Pn = pts[region]
+            for name, Ta in alternatives(best.T, model):
+                Tr = pattern_search(Ta, P, Pn, model, taus=(5.0, 3.0), step=(3.0, 3.0))
+                s = visibility_score(np.linalg.inv(Tr), model, depth)[0]
+                if facing_deg(Tr, model) > max_facing_deg:
+                    s = -np.inf
+                hyps.append(Hypothesis(Tr, s, name, details={"region": region}))
     hyps.sort(key=lambda h: -h.score)
     return hyps

@@ -32,6 +32,8 @@ class ScanConfig:
     exposure_window_mm: float = 90.0      # wider than the wound
     exposure_depth_mm: float = 15.0       # deeper than the skin (and drape folds) by this much
     exposure_min_area_mm2: float = 600.0
+    exposure_front_mm: float = 40.0       # nearer than the background by this: not skin
+    exposure_background_mm: float = 150.0  # median window of that background
 
 
 @dataclass
@@ -160,6 +162,12 @@ def find_exposure(points: np.ndarray, cfg: ScanConfig | None = None,
         return []
     far = float(img[valid].max())
     fill = np.where(valid, img, far)
+    # Objects well in front of the back (a hand, an instrument tray) would pull the skin
+    # estimate forward around them and make the skin beside them look like a wound: they
+    # are replaced by a coarse median background first.
+    bg = _background(fill, cfg)
+    front = valid & (img < bg - cfg.exposure_front_mm)
+    fill = np.where(front, bg, fill)
     win = max(5, int(round(cfg.exposure_window_mm / cfg.exposure_bin_mm)))
     skin = ndimage.grey_opening(fill, size=(win, win))
     below = np.where(valid, img - skin, 0.0)
@@ -206,6 +214,21 @@ def find_exposure(points: np.ndarray, cfg: ScanConfig | None = None,
             ring_pts = points[~union & (np.linalg.norm(points - c0, axis=1) < 120.0)]
             out.insert(0, (union, _skin_normal(ring_pts, points[union])))
     return out
+
+
+def _background(fill: np.ndarray, cfg: ScanConfig) -> np.ndarray:
+    """Median depth over ``exposure_background_mm`` (on bins ~10 mm wide), full size."""
+    from scipy import ndimage
+
+    f = max(1, int(round(10.0 / cfg.exposure_bin_mm)))
+    H, W = fill.shape
+    Hp, Wp = -(-H // f) * f, -(-W // f) * f
+    pad = np.pad(fill, ((0, Hp - H), (0, Wp - W)), mode="edge")
+    coarse = np.median(pad.reshape(Hp // f, f, Wp // f, f).transpose(0, 2, 1, 3)
+                       .reshape(Hp // f, Wp // f, f * f), axis=2)
+    size = max(3, int(round(cfg.exposure_background_mm / (f * cfg.exposure_bin_mm))) | 1)
+    med = ndimage.median_filter(coarse, size=size, mode="nearest")
+    return np.repeat(np.repeat(med, f, axis=0), f, axis=1)[:H, :W]
 
 
 def _skin_normal(skin_pts: np.ndarray, region_pts: np.ndarray) -> np.ndarray:

@@ -161,8 +161,8 @@ def test_gate_whole_low_margin_needs_the_levels_to_outvote_the_runner_up():
 
 
 def test_one_level_shift_refused_by_its_own_levels_not_by_the_margin():
-    # The real shape model, L3-L4 exposed (seed 31009 of the setting scans): the pose shifted
-    # by one level scores within 32 % of the right one (a margin refusal before), but
+    # The real shape model, L3-L4 exposed (seed 31009 of the setting scans): a pose shifted
+    # by one level scores within 35 % of the right one (a margin refusal before), but
     # refined and gated like the best, none of its levels passes while both right ones do.
     from arspine.datasets.simulate import simulate_scan
     from arspine.datasets.suites import load_anatomy
@@ -176,7 +176,7 @@ def test_one_level_shift_refused_by_its_own_levels_not_by_the_margin():
     r = register(model, sim.cloud)
     q = r.quality
     assert 0.1 <= q["margin"] < GateConfig().min_margin
-    assert q["runner_up"] == "shift+1" and q["runner_up_levels_passing"] == 0
+    assert q["runner_up"] in ("shift+1", "shift-1") and q["runner_up_levels_passing"] == 0
     assert q["levels_outvote_runner_up"] and r.status == "ok"
     for lv in ("L3", "L4"):
         v = r.vertebrae[lv]
@@ -185,19 +185,24 @@ def test_one_level_shift_refused_by_its_own_levels_not_by_the_margin():
 
 
 def test_single_passing_level_of_a_shifted_pose_is_refused():
-    # A phantom with L2-L4 exposed (seed 33026 of the held-out scans): the best pose puts
-    # the scan's L2 on the CT's L3, one level passes its own checks and every look-alike
-    # fits 38 % worse. One level alone must not decide at that margin (accepted at 0.35).
+    # A phantom with L2-L4 exposed (seed 33026 of the held-out scans), registered on the
+    # exposure as it was found before a hand in front of the back was ignored: the best
+    # pose puts the scan's L2 on the CT's L3, one level passes its own checks and every
+    # look-alike fits 38 % worse. One level alone must not decide at that margin (accepted
+    # at 0.35). With today's exposure the search finds the right pose (last lines).
     from arspine.datasets.simulate import simulate_scan
     from arspine.datasets.suites import load_anatomy
     from arspine.registration import register
     from arspine.registration.metrics import tre_mm
+    from arspine.registration.pipeline import RegisterConfig
+    from arspine.registration.preprocess import ScanConfig
 
     an = load_anatomy("phantom:0")
     model = prepare_model(surfaces=an.surfaces)
     sim = simulate_scan(an, seed=33026, levels=["L2", "L3", "L4"], outlier_fraction=0.10,
                         motion="moderate")
-    r = register(model, sim.cloud)
+    r = register(model, sim.cloud,
+                 config=RegisterConfig(scan=ScanConfig(exposure_front_mm=1e9)))
     assert r.status == "rejected", r.quality["margin"]
     assert "only 1 vertebra" in r.reason
     assert r.quality["margin"] < GateConfig().single_level_margin
@@ -205,6 +210,12 @@ def test_single_passing_level_of_a_shifted_pose_is_refused():
     lv = r.quality["exposed_levels"][0]
     tre = tre_mm(r.vertebrae[lv].T_sensor_from_ct, sim.truth[lv], sim.targets_ct_mm[lv])
     assert np.sqrt(np.mean(tre ** 2)) > 20.0
+    r = register(model, sim.cloud)
+    assert r.status == "ok", r.reason
+    for lv in sim.exposed_levels:
+        v = r.vertebrae[lv]
+        tre = tre_mm(v.T_sensor_from_ct, sim.truth[lv], sim.targets_ct_mm[lv])
+        assert v.status != "ok" or np.sqrt(np.mean(tre ** 2)) < 1.5, (lv, tre)
 
 
 @pytest.mark.xfail(strict=True, reason="known defect (issue #4): fresh scan seed 32048 of the "
