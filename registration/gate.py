@@ -44,7 +44,7 @@ class GateConfig:
                                            # multibody.predicted_tre): a patch that pins
                                            # the pose poorly in some direction
     max_level_spread_mm: float = 1.0   # disagreement of the level's fit with a second
-                                       # estimator and tilted restarts (multibody): a fit
+                                       # estimator and restarts (multibody): a fit
                                        # biased by tissue or poorly pinned shows it here
     max_level_jackknife_mm: float = 1.0  # largest target move when one quadrant of the
                                          # level's points is left out (multibody): a pose
@@ -127,7 +127,7 @@ def gate_level(level: str, v: dict, cfg: GateConfig) -> str | None:
                 f"{pred:.1f} mm > {cfg.max_level_predicted_tre_mm:g} mm)")
     spread = v.get("spread_mm")
     if spread is not None and not spread <= cfg.max_level_spread_mm:
-        return (f"{level}: the fit is not stable (a second estimator and tilted restarts "
+        return (f"{level}: the fit is not stable (a second estimator and other starts "
                 f"move its targets by {spread:.1f} mm > {cfg.max_level_spread_mm:g} mm)")
     jk = v.get("jackknife_mm")
     if jk is not None and not jk <= cfg.max_level_jackknife_mm:

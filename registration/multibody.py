@@ -61,8 +61,9 @@ def refine_levels(T_whole: np.ndarray, pts: np.ndarray, nrm: np.ndarray, model,
     ``patch_offset_mm``, ``front_c_mm``: see :func:`~arspine.registration.icp.
     icp_point_to_plane`).
 
-    With ``stability`` each level is also fitted by a second estimator (no patch trimming)
-    and from two starts tilted 3 degrees about the level's lateral axis; ``spread_mm`` is the
+    With ``stability`` each level is also fitted by a second estimator (no patch trimming),
+    from two starts tilted 3 degrees about the level's lateral axis and from the whole-spine
+    pose (when the search moved the start); ``spread_mm`` is the
     largest RMS displacement of the level's targets between those fits and the result. Two
     reasonable estimators that disagree by 1 mm mean at least one is off by 0.5 mm: a
     poorly pinned or tissue-biased fit shows it here, where its residual looks fine.
@@ -118,10 +119,12 @@ def refine_levels(T_whole: np.ndarray, pts: np.ndarray, nrm: np.ndarray, model,
         if stability and np.isfinite(res.rmse_mm) and res.n_inliers >= stability_min_inliers:
             lat = unit(np.cross(model.axis_ct, model.posterior_ct))
             s_est = _target_rms(T_l, fit(T0, patch=None, front=None)[1], targets)
-            s_rst = 0.0
-            for sgn in (-1.0, 1.0):
-                P = _rotation_about(lat, np.radians(3.0 * sgn), model.centroids[i])
-                s_rst = max(s_rst, _target_rms(T_l, fit(P @ T0)[1], targets))
+            # Tilted starts, and the whole-spine pose itself: a level whose search wandered
+            # off to a wrong minimum (standard/ssm-01's L5: 8.6 deg from its true pose,
+            # which lay 2.3 deg from the spine's) comes back from there.
+            starts = [_rotation_about(lat, np.radians(3.0 * sgn), model.centroids[i]) @ T0
+                      for sgn in (-1.0, 1.0)] + ([T_whole] if T0 is not T_whole else [])
+            s_rst = max(_target_rms(T_l, fit(S)[1], targets) for S in starts)
             # Spatial jackknife: leave out one quadrant (left/right x cranial/caudal of the
             # level's centre) at a time. A pose held up by one region (a tissue patch, a
             # lone process) moves when that region is left out.

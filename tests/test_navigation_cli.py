@@ -122,7 +122,9 @@ def test_igtl_cli_stops_cleanly_on_ctrl_c(cli_case):
             line = proc.stdout.readline()
         assert "serving" in line and f":{port}" in line
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
+        # Generous: on a loaded 2-core machine (a benchmark beside the suite) the stop
+        # took over 20 s once; what is tested is that it stops cleanly.
+        out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
         assert "stopped" in out
     finally:

@@ -50,3 +50,18 @@ def test_compact_exposure_is_left_as_it_was(seed):
     np.testing.assert_array_equal(ps.regions[0][0], plain.regions[0][0])
     bone = is_bone(_labels_of_fine(sim, ps))
     assert bone[ps.regions[0][0]].sum() >= 0.95 * bone.sum()
+
+
+@pytest.mark.parametrize("seed, levels", [(30000, ["L2", "L3", "L4"]), (30012, ["L3", "L4"])])
+def test_deep_wound_ranks_before_a_large_shallow_drape_region(data_dir, seed, levels):
+    # Fresh scans of the real CT where a drape sagging off the table (a large region only
+    # 8-26 mm below the skin on average) outranked the wound (46 mm) by depth volume.
+    from arspine.registration.preprocess import ScanConfig
+
+    sim = simulate_scan(load_anatomy("ct"), seed=seed, levels=levels, outlier_fraction=0.10,
+                        motion="moderate")
+    bone = is_bone(_labels_of_fine(sim, prepare_scan(sim.cloud)))
+    ps = prepare_scan(sim.cloud)
+    assert bone[ps.regions[0][0]].sum() >= 0.7 * bone.sum()
+    by_volume = prepare_scan(sim.cloud, ScanConfig(exposure_wound_depth_mm=1e-9))
+    assert bone[by_volume.regions[0][0]].sum() == 0
