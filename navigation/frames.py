@@ -327,8 +327,12 @@ class RigidTransform:
         i, j, k = axes
         e = 1.0 if (i, j, k) in [(0, 1, 2), (1, 2, 0), (2, 0, 1)] else -1.0
         r = self._m[:3, :3]
-        b = math.asin(max(-1.0, min(1.0, e * r[i, k])))
-        if abs(abs(e * r[i, k]) - 1.0) < 1e-9:  # gimbal lock: fold the third angle into the first
+        # cos(b) from the row it scales, not from 1 - sin^2: near gimbal lock (b ~ +-90 deg)
+        # asin loses half the digits and a threshold on sin(b) (1e-9) left cos(b) ~ 1e-7
+        # unresolved, 1e-7 off in the matrix.
+        cb = math.hypot(r[i, i], r[i, j])
+        b = math.atan2(e * r[i, k], cb)
+        if cb < 1e-12:  # gimbal lock: fold the third angle into the first
             a = math.atan2(e * r[k, j], r[j, j])
             c = 0.0
         else:
