@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -25,6 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not propose and send a screw plan")
     parser.add_argument("--coordinates", choices=("RAS", "LPS"), default="RAS",
                         help="coordinates on the wire (3D Slicer: RAS, the default)")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
               f"from the network", file=sys.stderr)
     server = IgtlServer(args.host, args.port, coordinate_system=args.coordinates)
     server.attach(session)
+    # Ctrl-C (and a plain `kill`) stop the server cleanly even when the shell that started
+    # it left SIGINT ignored (a background job of a non-interactive shell: a CI step).
+    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:  # Ctrl-C from here on is the normal way to stop
         print(f"arspine igtl: serving '{session.name}' on {args.host}:{server.port} "
               f"({len(session.surfaces)} surfaces, {len(session.plan)} planned screws, "
@@ -60,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         ticks = None
     finally:
         server.stop()
+        for s, h in previous.items():
+            signal.signal(s, h)
     print(f"arspine igtl: stopped{'' if ticks is None else f' after {ticks} updates'}; "
           f"{server.n_clients} client connection(s)", flush=True)
     return 0
