@@ -440,18 +440,18 @@ def global_search(scan, model, depth: DepthImage, n_hypotheses: int = 8,
     done: list[np.ndarray] = []
     for round_ in range(3):
         hyps.sort(key=lambda h: -h.score)
-        todo = [] if any(_close(hyps[0].T, d, model.center_ct, 3.0, 3.0) for d in done) \
-            else [hyps[0]]
-        if round_ == 0:
-            todo += [h for h in hyps if h.details.get("region", 0) == 0][:1]
-            todo = todo[:1] if len(todo) == 2 and todo[1] is todo[0] else todo
-        if not todo:
+        best = hyps[0]
+        if any(_close(best.T, d, model.center_ct, 3.0, 3.0) for d in done):
             break
-        for best in todo:
-            done.append(best.T)
-            region = best.details.get("region", 0)
+        todo = [best]
+        first = next((h for h in hyps if h.details.get("region", 0) == 0), None)
+        if round_ == 0 and first is not None and first is not best:
+            todo.append(first)
+        for h in todo:
+            done.append(h.T)
+            region = h.details.get("region", 0)
             P, Pn = pts[region]
-            for name, Ta in alternatives(best.T, model):
+            for name, Ta in alternatives(h.T, model):
                 Tr = pattern_search(Ta, P, Pn, model, taus=(5.0, 3.0), step=(3.0, 3.0))
                 s = visibility_score(np.linalg.inv(Tr), model, depth)[0]
                 if facing_deg(Tr, model) > max_facing_deg:

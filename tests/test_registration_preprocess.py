@@ -60,8 +60,8 @@ def test_deep_wound_ranks_before_a_large_shallow_drape_region(data_dir, seed, le
 
     sim = simulate_scan(load_anatomy("ct"), seed=seed, levels=levels, outlier_fraction=0.10,
                         motion="moderate")
-    bone = is_bone(_labels_of_fine(sim, prepare_scan(sim.cloud)))
     ps = prepare_scan(sim.cloud)
+    bone = is_bone(_labels_of_fine(sim, ps))
     assert bone[ps.regions[0][0]].sum() >= 0.7 * bone.sum()
     by_volume = prepare_scan(sim.cloud, ScanConfig(exposure_wound_depth_mm=1e-9))
     assert bone[by_volume.regions[0][0]].sum() == 0
