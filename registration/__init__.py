@@ -24,7 +24,8 @@ _LAZY = {
     "FiducialResult": ("fiducial", "FiducialResult"),
 }
 _SUBMODULES = {"metrics", "fiducial", "tracking", "gate", "model", "pipeline", "result",
-               "preprocess", "global_", "icp", "multibody"}
+               "preprocess", "global_", "icp", "multibody", "bonelike",
+               "template"}
 
 
 def __getattr__(name: str):

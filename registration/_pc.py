@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["voxel_downsample", "estimate_normals", "orthobasis", "unit"]
+__all__ = ["voxel_index", "voxel_downsample", "estimate_normals", "orthobasis", "unit"]
 
 
 def unit(v: np.ndarray) -> np.ndarray:
@@ -22,17 +22,25 @@ def orthobasis(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a, np.cross(v, a)
 
 
+def voxel_index(points: np.ndarray, voxel_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(first, inverse)``: the index of one member of each occupied voxel (voxels in a fixed
+    order) and each point's voxel (:func:`voxel_downsample` returns the voxels in that order).
+    """
+    key = np.floor(points / voxel_mm).astype(np.int64)
+    key -= key.min(axis=0)
+    dims = key.max(axis=0) + 1
+    lin = (key[:, 0] * dims[1] + key[:, 1]) * dims[2] + key[:, 2]
+    _, first, inv = np.unique(lin, return_index=True, return_inverse=True)
+    return first, inv.ravel()
+
+
 def voxel_downsample(points: np.ndarray, voxel_mm: float, normals: np.ndarray | None = None,
                      labels: np.ndarray | None = None):
     """Average points (and normals) per voxel; labels take the first point's value.
 
     Returns ``(points, normals_or_None, labels_or_None, index_of_a_member)``.
     """
-    key = np.floor(points / voxel_mm).astype(np.int64)
-    key -= key.min(axis=0)
-    dims = key.max(axis=0) + 1
-    lin = (key[:, 0] * dims[1] + key[:, 1]) * dims[2] + key[:, 2]
-    uniq, first, inv = np.unique(lin, return_index=True, return_inverse=True)
+    first, inv = voxel_index(points, voxel_mm)
     cnt = np.bincount(inv).astype(np.float64)
     out = np.stack([np.bincount(inv, points[:, k]) for k in range(3)], axis=1) / cnt[:, None]
     nrm = None

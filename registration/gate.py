@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["GateConfig", "gate_whole", "gate_level"]
+__all__ = ["GateConfig", "gate_whole", "gate_level", "single_level_suffices"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,13 @@ class GateConfig:
                                          # on 240 more scans (seeds 30000-30119, 31000-
                                          # 31119) the levels > 2 mm off showed >= 1.32 mm
                                          # and 1.0 passed 366 of 497 right levels (0.9: 341)
+    max_level_combined_mm: float = 1.4  # the three above in quadrature: each under its
+                                        # bound, together they still say the level is
+                                        # barely pinned. On the 1014 accepted levels of
+                                        # seeds 30000-33119 (two code versions) the one
+                                        # > 2 mm off that passed the rest (phantom:0 32018
+                                        # L1, 2.34 mm: 0.84 / 0.56 / 1.00) showed 1.42;
+                                        # 11 right levels are above 1.4
     max_level_motion_mm: float = 10.0  # per-level pose vs whole-spine pose: the trust region
     max_level_motion_deg: float = 12.0  # of the per-level refinement, and a level that hits
                                         # it is not trusted. Right levels sit up to 8 deg
@@ -71,6 +78,14 @@ class GateConfig:
                                        # (tried) accepted a one-level shift at 0.377 on
                                        # seeds 33000-33119 (phantom:0 33026, its L2 as L3)
     single_level_inliers: int = 250
+    single_level_max_motion_deg: float = 8.0  # ... and the whole-spine pose already fits
+                                       # that level: with one level carrying the result
+                                       # the spine's pose rests on it. The committed gate
+                                       # accepted a flipped pose 104 mm off on phantom:1
+                                       # 30063 (seed 30063): its one passing level (margin
+                                       # 0.50, 262 inliers) had moved 11.0 deg from the
+                                       # spine's pose; the 60 right single levels on seeds
+                                       # 30000-33119 moved 1.3-7.3 deg
     # The whole-spine scoring lets a level keep its own pose only when the scan supports it
     # this well (elsewhere free levels would fit whatever is there).
     score_level_coverage: float = 0.12
@@ -134,6 +149,11 @@ def gate_level(level: str, v: dict, cfg: GateConfig) -> str | None:
         return (f"{level}: the fit rests on one part of the vertebra (leaving out a quadrant "
                 f"of its points moves its targets by {jk:.1f} mm > "
                 f"{cfg.max_level_jackknife_mm:g} mm)")
+    if pred is not None and spread is not None and jk is not None:
+        comb = (pred ** 2 + spread ** 2 + jk ** 2) ** 0.5
+        if not comb <= cfg.max_level_combined_mm:
+            return (f"{level}: barely pinned (predicted error, spread and quadrant test "
+                    f"together {comb:.2f} mm > {cfg.max_level_combined_mm:g} mm)")
     # A level at the trust region's edge wanted to go farther: not trusted.
     if (v["motion_mm"] >= 0.99 * cfg.max_level_motion_mm
             or v["motion_deg"] >= 0.99 * cfg.max_level_motion_deg):
@@ -141,3 +161,15 @@ def gate_level(level: str, v: dict, cfg: GateConfig) -> str | None:
                 f"spine pose (bound {cfg.max_level_motion_mm:g} mm / "
                 f"{cfg.max_level_motion_deg:g} deg)")
     return None
+
+
+def single_level_suffices(v: dict, margin: float, cfg: GateConfig) -> bool:
+    """Whether one passing level may carry the result on its own (:class:`GateConfig`:
+    ``single_level_margin``, ``single_level_inliers``, ``single_level_max_motion_deg``).
+
+    ``v``: that level's quality (n_inliers, motion_deg); ``margin``: the whole pose's margin
+    over its best alternative.
+    """
+    return (margin >= cfg.single_level_margin
+            and v["n_inliers"] >= cfg.single_level_inliers
+            and v["motion_deg"] <= cfg.single_level_max_motion_deg)

@@ -24,7 +24,7 @@ import numpy as np
 
 from arspine.errors import InputError
 from arspine.navigation.frames import RigidTransform
-from arspine.registration.gate import GateConfig, gate_level, gate_whole
+from arspine.registration.gate import GateConfig, gate_level, gate_whole, single_level_suffices
 from arspine.registration.global_ import DepthImage, facing_deg, global_search, visibility_score
 from arspine.registration.icp import icp_point_to_plane
 from arspine.registration.multibody import level_motion, refine_levels
@@ -239,8 +239,8 @@ def register(model, scan, levels: list | None = None,
     # One well-seen level is enough when every look-alike (shifted levels, flips, other
     # hypotheses) fits far worse: the level is then told by the whole exposure's fit, not
     # by the one vertebra's shape.
-    if (need > 1 and len(exposed) == 1 and margin >= cfg.gate.single_level_margin
-            and level_q[exposed[0]]["n_inliers"] >= cfg.gate.single_level_inliers):
+    if need > 1 and len(exposed) == 1 and single_level_suffices(level_q[exposed[0]], margin,
+                                                                 cfg.gate):
         need = 1
     if reason is None and per and len(exposed) < need:
         reason = (f"only {len(exposed)} vertebra ({', '.join(exposed)}) passed its checks, "

@@ -9,7 +9,7 @@ from test_registration_views import rot, ssm_surfaces
 
 from arspine.registration import prepare_model
 from arspine.registration._pc import unit
-from arspine.registration.gate import GateConfig, gate_level
+from arspine.registration.gate import GateConfig, gate_level, single_level_suffices
 from arspine.registration.icp import icp_point_to_plane
 from arspine.registration.multibody import _LevelView, _target_rms, level_targets, refine_levels
 
@@ -124,6 +124,29 @@ def test_gate_level_rejects_an_unstable_fit_and_names_it():
     # Missing or non-finite evidence is a rejection, never a pass.
     assert gate_level("L3", {**ok, "spread_mm": float("inf")}, cfg) is not None
     assert gate_level("L3", {**ok, "spread_mm": float("nan")}, cfg) is not None
+
+
+def test_gate_level_refuses_a_level_barely_pinned_on_every_count():
+    # phantom:0 seed 32018, L1 accepted 2.34 mm off: each indicator just under its bound.
+    cfg = GateConfig()
+    v = {"coverage": 0.12, "n_inliers": 174, "rmse_mm": 0.43, "motion_mm": 1.67,
+         "motion_deg": 4.87, "predicted_tre_mm": 0.84, "spread_mm": 0.56, "jackknife_mm": 1.0}
+    why = gate_level("L1", v, cfg)
+    assert why is not None and "barely pinned" in why and "1.42 mm" in why
+    # A typical right level is not touched by the combined bound.
+    assert gate_level("L1", {**v, "predicted_tre_mm": 0.6, "spread_mm": 0.5,
+                             "jackknife_mm": 0.7}, cfg) is None
+
+
+def test_single_level_must_agree_with_the_spine_pose():
+    # phantom:1 seed 30063: a flipped pose 104 mm off, margin 0.50, one passing level with
+    # 262 inliers that had moved 11.0 deg from the spine's pose. Accepted before this rule.
+    cfg = GateConfig()
+    wrong = {"n_inliers": 262, "motion_deg": 11.04}
+    assert not single_level_suffices(wrong, 0.495, cfg)
+    assert single_level_suffices({**wrong, "motion_deg": 4.0}, 0.495, cfg)
+    assert not single_level_suffices({**wrong, "motion_deg": 4.0}, 0.3, cfg)
+    assert not single_level_suffices({"n_inliers": 200, "motion_deg": 4.0}, 0.495, cfg)
 
 
 def test_nearest_grid_lookup_against_a_kd_tree():

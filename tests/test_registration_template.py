@@ -46,12 +46,13 @@ def phantom():
 def test_template_finds_the_pose_first_on_most_phantom_scans(phantom):
     # Unknown sensor pose (any roll, tilt up to 25 deg), drapes, retractors, a hand or tool
     # on some, 10 % outliers, vertebrae moved since the CT: over 24 scans the best candidate
-    # is within 10 deg / 10 mm on 16 and one of the 8 returned on 18 (before the exposure
-    # ignored a hand in front of the back: 15 and 16).
+    # is within 10 deg / 10 mm on 19 and one of the 8 returned on 20 (with hand-made point
+    # weights instead of the bone likelihood: 16 and 18; before the exposure ignored a hand
+    # in front of the back: 15 and 16).
     anatomy, model = phantom
     ranks = [_hit_rank(anatomy, model, seed) for seed in range(1, 25)]
-    assert sum(r == 0 for r in ranks) >= 15, ranks
-    assert sum(r is not None for r in ranks) >= 18, ranks
+    assert sum(r == 0 for r in ranks) >= 18, ranks
+    assert sum(r is not None for r in ranks) >= 19, ranks
 
 
 @pytest.mark.parametrize("seed", [1, 3, 5])
