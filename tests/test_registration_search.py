@@ -17,7 +17,7 @@ from arspine.registration.global_ import (
     rotation_candidates,
 )
 from arspine.registration.model import estimate_posterior
-from arspine.registration.multibody import level_targets, predicted_tre
+from arspine.registration.multibody import level_targets, predicted_tre, refine_levels
 
 
 @pytest.fixture(scope="module")
@@ -168,28 +168,46 @@ def test_first_exposure_pose_gets_its_look_alikes_when_a_drape_pose_outscores_it
 
 def test_level_whose_search_wandered_off_is_refused(data_dir):
     # Suite case standard/ssm-01 (real shape model, L3-L5 exposed, a tool across the wound):
-    # L5's short pattern search wandered 10.9 deg away from the whole-spine pose, to a
-    # minimum 4.3 mm (8.6 deg) off its true pose, which lay 2.3 deg from the spine's; the
-    # second estimator, the tilted restarts and the jackknife all agreed with it. Fitted
-    # from the whole-spine pose too, it moves 1.7 mm and is refused; no accepted level of
-    # the case is more than 2 mm off, and L3 is accepted.
+    # from the whole-spine pose the search found at commit 23dae42 (below), L5's short
+    # pattern search wandered 10.9 deg away, to a minimum 4.3 mm (8.6 deg) off its true
+    # pose, which lay 2.3 deg from the spine's; the second estimator, the tilted restarts
+    # and the jackknife all agreed with it. Fitted from the whole-spine pose too, it moves
+    # 1.7 mm and is refused, and L3 passes. (Since the template weighs points by their bone
+    # likelihood the search ranks a pose on the other piece of the wound first and the case
+    # is refused as ambiguous; the per-level step is tested from the old pose.)
     from arspine.datasets.case import load_case
     from arspine.datasets.suites import suite_cases
-    from arspine.registration import register
+    from arspine.registration.gate import gate_level
+    from arspine.registration.global_ import DepthImage
     from arspine.registration.metrics import tre_mm
+    from arspine.registration.pipeline import RegisterConfig, _level_quality
+    from arspine.registration.preprocess import prepare_scan
 
     case = load_case([c for c in suite_cases("standard") if c.name == "ssm-01"][0])
     model = prepare_model(case.load_ct(), case.load_labels())
-    r = register(model, case.scan)
+    T_sensor_from_ct = np.array([[-0.049785, 0.026733, -0.998402, -28.84807],
+                                 [0.004875, 0.999636, 0.026523, 5.19587],
+                                 [0.998748, -0.003547, -0.049898, 638.002745],
+                                 [0.0, 0.0, 0.0, 1.0]])
+    T = np.linalg.inv(T_sensor_from_ct)
+    cfg = RegisterConfig()
+    ps = prepare_scan(case.scan)
+    depth = DepthImage(ps.fine, normals=ps.fine_normals)
+    per = refine_levels(T, ps.fine[ps.exposure], ps.fine_normals[ps.exposure], model,
+                        stability=True, stability_min_inliers=cfg.gate.min_level_inliers,
+                        max_motion_mm=cfg.gate.max_level_motion_mm,
+                        max_motion_deg=cfg.gate.max_level_motion_deg)
+    why = {lv: gate_level(lv, _level_quality(lv, r, T, model, depth), cfg.gate)
+           for lv, r in per.items()}
     rms = {}
     for lv, truth in case.truth.items():
-        tre = tre_mm(r.vertebrae[lv].T_sensor_from_ct, truth["T_sensor_from_ct"],
+        tre = tre_mm(np.linalg.inv(per[lv]["T"]), truth["T_sensor_from_ct"],
                      truth["targets_ct_mm"])
         rms[lv] = float(np.sqrt(np.mean(tre ** 2)))
-        if r.status == "ok" and r.vertebrae[lv].status == "ok":
+        if why[lv] is None:
             assert rms[lv] < 2.0, (lv, rms[lv])
-    assert r.vertebrae["L5"].status == "rejected" and "not stable" in r.vertebrae["L5"].reason
-    assert r.status == "ok" and r.vertebrae["L3"].status == "ok" and rms["L3"] < 1.0, rms
+    assert why["L5"] is not None and "not stable" in why["L5"], why["L5"]
+    assert why["L3"] is None and rms["L3"] < 1.0, (why["L3"], rms)
 
 
 @pytest.mark.parametrize("anatomy, seed, levels", [("phantom:1", 30063, ["L3", "L4", "L5"]),
