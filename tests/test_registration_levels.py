@@ -209,10 +209,14 @@ def test_one_level_shift_refused_by_its_own_levels_not_by_the_margin():
 
 def test_single_passing_level_of_a_shifted_pose_is_refused():
     # A phantom with L2-L4 exposed (seed 33026 of the held-out scans), registered on the
-    # exposure as it was found before a hand in front of the back was ignored: the best
-    # pose puts the scan's L2 on the CT's L3, one level passes its own checks and every
-    # look-alike fits 38 % worse. One level alone must not decide at that margin (accepted
-    # at 0.35). With today's exposure the search finds the right pose (last lines).
+    # exposure as it was found before a hand in front of the back was ignored: the search
+    # with hand-made template weights put the scan's L2 on the CT's L3, one level passed its
+    # own checks and every look-alike fitted 38 % worse; one level must not decide at that
+    # margin (it was accepted at a single-level margin of 0.35). The rule on those numbers:
+    cfg = GateConfig()
+    assert not single_level_suffices({"n_inliers": 300, "motion_deg": 3.0}, 0.377, cfg)
+    # Since the template weighs points by their bone likelihood, the search finds the right
+    # pose on that old exposure as on today's: four levels pass, none more than 2 mm off.
     from arspine.datasets.simulate import simulate_scan
     from arspine.datasets.suites import load_anatomy
     from arspine.registration import register
@@ -224,21 +228,14 @@ def test_single_passing_level_of_a_shifted_pose_is_refused():
     model = prepare_model(surfaces=an.surfaces)
     sim = simulate_scan(an, seed=33026, levels=["L2", "L3", "L4"], outlier_fraction=0.10,
                         motion="moderate")
-    r = register(model, sim.cloud,
-                 config=RegisterConfig(scan=ScanConfig(exposure_front_mm=1e9)))
-    assert r.status == "rejected", r.quality["margin"]
-    assert "only 1 vertebra" in r.reason
-    assert r.quality["margin"] < GateConfig().single_level_margin
-    # it is a one-level shift indeed: the level that passed its checks is 30+ mm off
-    lv = r.quality["exposed_levels"][0]
-    tre = tre_mm(r.vertebrae[lv].T_sensor_from_ct, sim.truth[lv], sim.targets_ct_mm[lv])
-    assert np.sqrt(np.mean(tre ** 2)) > 20.0
-    r = register(model, sim.cloud)
-    assert r.status == "ok", r.reason
-    for lv in sim.exposed_levels:
-        v = r.vertebrae[lv]
-        tre = tre_mm(v.T_sensor_from_ct, sim.truth[lv], sim.targets_ct_mm[lv])
-        assert v.status != "ok" or np.sqrt(np.mean(tre ** 2)) < 1.5, (lv, tre)
+    for config in (RegisterConfig(scan=ScanConfig(exposure_front_mm=1e9)), None):
+        r = register(model, sim.cloud, config=config)
+        assert r.status == "ok", r.reason
+        for lv in sim.exposed_levels:
+            v = r.vertebrae[lv]
+            tre = tre_mm(v.T_sensor_from_ct, sim.truth[lv], sim.targets_ct_mm[lv])
+            assert v.status != "ok" or np.sqrt(np.mean(tre ** 2)) < 1.5, (lv, tre)
+        assert sum(r.vertebrae[lv].status == "ok" for lv in sim.exposed_levels) >= 2
 
 
 @pytest.mark.xfail(strict=True, reason="known defect (issue #4): fresh scan seed 32048 of the "
