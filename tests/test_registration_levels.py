@@ -261,3 +261,26 @@ def test_known_tissue_biased_level_is_not_accepted(data_dir):
         tre = np.sqrt(np.mean(tre_mm(v.T_sensor_from_ct, sim.truth[lv],
                                      sim.targets_ct_mm[lv]) ** 2))
         assert not (r.status == "ok" and v.status == "ok" and tre > 2.0), (lv, tre)
+
+
+@pytest.mark.xfail(strict=True, reason="known defect (issue #4): fresh scan seed 35113 of the "
+                   "shape model, L5 accepted 3.3 mm off (248 inliers, 14 % coverage; predicted "
+                   "error 0.68, spread 0.54, jackknife 0.79 mm all look clean); accepted by "
+                   "the code before and after the bone-weighted template")
+def test_known_thinly_seen_shape_model_level_is_not_accepted(data_dir):
+    # Kept as a strict xfail so the day a change fixes it, this test says so.
+    from arspine.datasets.simulate import simulate_scan
+    from arspine.datasets.suites import load_anatomy
+    from arspine.registration import register
+    from arspine.registration.metrics import tre_mm
+
+    an = load_anatomy("ssm")
+    model = prepare_model(surfaces=an.surfaces)
+    sim = simulate_scan(an, seed=35113, levels=["L3", "L4", "L5"], outlier_fraction=0.10,
+                        motion="moderate")
+    r = register(model, sim.cloud)
+    for lv in sim.exposed_levels:
+        v = r.vertebrae[lv]
+        tre = np.sqrt(np.mean(tre_mm(v.T_sensor_from_ct, sim.truth[lv],
+                                     sim.targets_ct_mm[lv]) ** 2))
+        assert not (r.status == "ok" and v.status == "ok" and tre > 2.0), (lv, tre)
