@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["voxel_index", "voxel_downsample", "estimate_normals", "orthobasis", "unit"]
+__all__ = ["voxel_index", "voxel_means", "voxel_downsample", "grid_means", "estimate_normals",
+           "orthobasis", "unit"]
 
 
 def unit(v: np.ndarray) -> np.ndarray:
@@ -34,6 +35,35 @@ def voxel_index(points: np.ndarray, voxel_mm: float) -> tuple[np.ndarray, np.nda
     return first, inv.ravel()
 
 
+def voxel_means(inv: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per-voxel means of each ``(N,)`` or ``(N, k)`` array, voxels as in ``inv`` (from
+    :func:`voxel_index`)."""
+    cnt = np.bincount(inv).astype(np.float64)
+    out = []
+    for a in arrays:
+        a = np.asarray(a, dtype=np.float64)
+        if a.ndim == 1:
+            out.append(np.bincount(inv, a, len(cnt)) / cnt)
+        else:
+            out.append(np.stack([np.bincount(inv, a[:, k], len(cnt)) for k in range(a.shape[1])],
+                                axis=1) / cnt[:, None])
+    return tuple(out)
+
+
+def grid_means(pix: np.ndarray, w: np.ndarray | None, shape: tuple,
+               *vals: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Weighted means of each of ``vals`` per pixel of a 2D grid of ``shape`` (integer pixel
+    indices ``pix`` (N, 2); ``w`` None: unit weights), then the total weight per pixel
+    (empty pixels: mean 0, weight 0)."""
+    lin = pix[:, 0] * shape[1] + pix[:, 1]
+    n = shape[0] * shape[1]
+    w = np.ones(len(lin)) if w is None else w
+    wsum = np.bincount(lin, w, n)
+    den = np.maximum(wsum, 1e-9)
+    return (*((np.bincount(lin, w * v, n) / den).reshape(shape) for v in vals),
+            wsum.reshape(shape))
+
+
 def voxel_downsample(points: np.ndarray, voxel_mm: float, normals: np.ndarray | None = None,
                      labels: np.ndarray | None = None):
     """Average points (and normals) per voxel; labels take the first point's value.
@@ -41,11 +71,8 @@ def voxel_downsample(points: np.ndarray, voxel_mm: float, normals: np.ndarray | 
     Returns ``(points, normals_or_None, labels_or_None, index_of_a_member)``.
     """
     first, inv = voxel_index(points, voxel_mm)
-    cnt = np.bincount(inv).astype(np.float64)
-    out = np.stack([np.bincount(inv, points[:, k]) for k in range(3)], axis=1) / cnt[:, None]
-    nrm = None
-    if normals is not None:
-        nrm = unit(np.stack([np.bincount(inv, normals[:, k]) for k in range(3)], axis=1))
+    out = voxel_means(inv, points)[0]
+    nrm = None if normals is None else unit(voxel_means(inv, normals)[0])
     lab = None if labels is None else labels[first]
     return out, nrm, lab, first
 

@@ -36,19 +36,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from arspine.registration._pc import grid_means
+
 __all__ = ["FEATURES", "exposure_features", "bone_probability", "fit_bone_odds"]
 
 FEATURES = ("ndot", "hab40", "hab15", "below10", "below20", "below40", "clo10", "clo17",
             "border", "rough", "hpct", "lateral", "along", "nvar", "hplane")
-
-
-def _bin(pix: np.ndarray, vals: np.ndarray, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of ``vals`` and point count per pixel."""
-    lin = pix[:, 0] * shape[1] + pix[:, 1]
-    n = shape[0] * shape[1]
-    cnt = np.bincount(lin, minlength=n).astype(np.float64)
-    s = np.bincount(lin, vals, n)
-    return (s / np.maximum(cnt, 1.0)).reshape(shape), cnt.reshape(shape)
 
 
 def exposure_features(h: np.ndarray, uv: np.ndarray, n_view: np.ndarray, n_uv: np.ndarray,
@@ -67,7 +60,7 @@ def exposure_features(h: np.ndarray, uv: np.ndarray, n_view: np.ndarray, n_uv: n
     -------
     dict feature name -> (N,) float64 (see the module docstring).
     """
-    hm, cnt = _bin(pix, h, shape)
+    hm, cnt = grid_means(pix, None, shape, h)
     seen = cnt > 0
     at = pix[:, 0], pix[:, 1]
     f = {"ndot": np.asarray(n_view, dtype=np.float64)}
@@ -98,8 +91,7 @@ def exposure_features(h: np.ndarray, uv: np.ndarray, n_view: np.ndarray, n_uv: n
     a = np.abs(c @ vt[0])
     f["lateral"] = np.abs(c @ vt[1])
     f["along"] = a / max(float(a.max()), 1e-9)
-    m1, _ = _bin(pix, n_uv[:, 0], shape)
-    m2, _ = _bin(pix, n_uv[:, 1], shape)
+    m1, m2, _ = grid_means(pix, None, shape, n_uv[:, 0], n_uv[:, 1])
     f["nvar"] = np.hypot(n_uv[:, 0] - local_mean(m1)[at], n_uv[:, 1] - local_mean(m2)[at])
     A = np.c_[uv, np.ones(len(uv))]
     f["hplane"] = h - A @ np.linalg.lstsq(A, h, rcond=None)[0]
@@ -132,6 +124,7 @@ def fit_bone_odds(features: dict[str, np.ndarray], is_bone: np.ndarray, n_bins: 
     features : dict name -> (N,) values, for labelled points of many scans.
     is_bone : (N,) bool labels.
     """
+    from scipy import sparse
     from scipy.optimize import minimize
 
     y = np.asarray(is_bone, dtype=np.float64)
@@ -140,14 +133,17 @@ def fit_bone_odds(features: dict[str, np.ndarray], is_bone: np.ndarray, n_bins: 
     names = list(features)
     edges = [np.unique(np.quantile(features[k], np.linspace(0, 1, n_bins + 1)[1:-1]))
              for k in names]
-    cols, spans = [], []
+    # One-hot design as a sparse matrix (one 1 per feature and point, plus the bias column):
+    # dense, 500k points x ~180 columns would take 0.7 GB.
+    cols, spans, off = [], [], 0
     for k, e in zip(names, edges):
-        b = np.searchsorted(e, features[k])
-        M = np.zeros((len(y), len(e) + 1))
-        M[np.arange(len(y)), b] = 1.0
-        spans.append((sum(c.shape[1] for c in cols), len(e) + 1))
-        cols.append(M)
-    A = np.hstack(cols + [np.ones((len(y), 1))])
+        cols.append(off + np.searchsorted(e, features[k]))
+        spans.append((off, len(e) + 1))
+        off += len(e) + 1
+    cols.append(np.full(len(y), off))
+    rows = np.tile(np.arange(len(y)), len(cols))
+    A = sparse.csr_matrix((np.ones(len(rows)), (rows, np.concatenate(cols))),
+                          shape=(len(y), off + 1))
 
     def loss(w):
         z = A @ w

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import fft, ndimage
 
-from arspine.registration._pc import orthobasis, unit, voxel_downsample, voxel_index
+from arspine.registration._pc import grid_means, orthobasis, unit, voxel_index, voxel_means
 
 __all__ = ["template_candidates", "view_directions", "exposure_view", "exposure_bone_features"]
 
@@ -45,20 +45,14 @@ def _basis(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (a, b) if np.cross(a, b) @ v > 0 else (b, a)
 
 
-def _bin(pix: np.ndarray, vals: np.ndarray, w: np.ndarray, shape: tuple) -> tuple:
-    """Weighted mean of ``vals`` and total weight per pixel (integer pixel indices ``pix``)."""
-    return _bin_many(pix, w, shape, vals)
+def _view_features(q: np.ndarray, n_e: np.ndarray, d: np.ndarray, e1: np.ndarray,
+                   e2: np.ndarray, pix: np.ndarray, shape: tuple, g: float) -> dict:
+    """:func:`arspine.registration.bonelike.exposure_features` of points ``q`` (relative to
+    the exposure's median) with normals ``n_e``, seen along ``d`` with in-plane axes e1, e2."""
+    from arspine.registration.bonelike import exposure_features
 
-
-def _bin_many(pix: np.ndarray, w: np.ndarray, shape: tuple, *vals: np.ndarray) -> tuple:
-    """Weighted means of each of ``vals`` per pixel, then the total weight per pixel (the
-    pixel index and the weight sum computed once for all of them)."""
-    lin = pix[:, 0] * shape[1] + pix[:, 1]
-    n = shape[0] * shape[1]
-    wsum = np.bincount(lin, w, n)
-    den = np.maximum(wsum, 1e-9)
-    return (*((np.bincount(lin, w * v, n) / den).reshape(shape) for v in vals),
-            wsum.reshape(shape))
+    return exposure_features(q @ d, np.stack([q @ e1, q @ e2], axis=1), n_e @ d,
+                             np.stack([n_e @ e1, n_e @ e2], axis=1), pix, shape, g)
 
 
 def exposure_view(E: np.ndarray, g: float, max_radius_mm: float = 90.0):
@@ -87,15 +81,11 @@ def exposure_bone_features(E: np.ndarray, En: np.ndarray, g: float = 3.5,
                            max_radius_mm: float = 90.0):
     """``(keep, features)`` of :func:`arspine.registration.bonelike.exposure_features` for
     the points of an exposure the template uses (``None`` when it uses none)."""
-    from arspine.registration.bonelike import exposure_features
-
     view = exposure_view(E, g, max_radius_mm)
     if view is None:
         return None
     keep, c, d, e1, e2, _, shape, pix = view
-    q, n_e = E[keep] - c, En[keep]
-    return keep, exposure_features(q @ d, np.stack([q @ e1, q @ e2], axis=1), n_e @ d,
-                                   np.stack([n_e @ e1, n_e @ e2], axis=1), pix, shape, g)
+    return keep, _view_features(E[keep] - c, En[keep], d, e1, e2, pix, shape, g)
 
 
 def _point_weights(q: np.ndarray, n_e: np.ndarray, d: np.ndarray, e1: np.ndarray,
@@ -109,13 +99,11 @@ def _point_weights(q: np.ndarray, n_e: np.ndarray, d: np.ndarray, e1: np.ndarray
     (0.39 unsquared, 0.36 with the hand-made weights this replaced). Points without a
     normal get no weight.
     """
-    from arspine.registration.bonelike import bone_probability, exposure_features
+    from arspine.registration.bonelike import bone_probability
 
-    h_e = q @ d
     known = np.einsum("ij,ij->i", n_e, n_e) > 0.25
-    f = exposure_features(h_e, np.stack([q @ e1, q @ e2], axis=1), n_e @ d,
-                          np.stack([n_e @ e1, n_e @ e2], axis=1), pix0, ts, g)
-    return bone_probability(f) ** 2 * known, h_e
+    f = _view_features(q, n_e, d, e1, e2, pix0, ts, g)
+    return bone_probability(f) ** 2 * known, q @ d
 
 
 def _model_maps(model, views: np.ndarray, g: float) -> list:
@@ -215,8 +203,8 @@ def template_candidates(E: np.ndarray, En: np.ndarray, model, n_out: int = 12,
         co, si = np.cos(phi), np.sin(phi)
         uv = uv0 @ np.array([[co, -si], [si, co]])
         pix = np.floor(uv / g).astype(np.int64) + r_px
-        nx, ny, w = _bin_many(pix, w_pt, ts, co * ne1 + si * ne2, -si * ne1 + co * ne2)
-        T_h.append((_bin(pix, h_e, w_pt + 1e-6, ts)[0], w))
+        nx, ny, w = grid_means(pix, w_pt, ts, co * ne1 + si * ne2, -si * ne1 + co * ne2)
+        T_h.append((grid_means(pix, w_pt + 1e-6, ts, h_e)[0], w))
         w = np.minimum(w, 1.0)
         tpl.append([w, w * nx, w * ny, w * (nx * nx + ny * ny)])
     tpl = np.array(tpl, dtype=np.float32)
@@ -273,9 +261,9 @@ def template_candidates(E: np.ndarray, En: np.ndarray, model, n_out: int = 12,
     # Re-rank with the 3D fit: it sees the depth the normal correlation is blind to.
     # Its points are drawn by the same weights (mean per 3 mm voxel): drawn uniformly, tissue
     # and walls outnumber the bone and the re-rank favours poses that fit them.
-    P, Pn, _, _ = voxel_downsample(E[keep], 3.0, En[keep])
     _, inv = voxel_index(E[keep], 3.0)
-    w_vox = np.bincount(inv, w_pt) / np.bincount(inv)
+    P, Pn, w_vox = voxel_means(inv, E[keep], En[keep], w_pt)
+    Pn = unit(Pn)
     n_draw = min(600, int(np.count_nonzero(w_vox > 0)))
     sel = np.random.default_rng(0).choice(len(P), n_draw, replace=False,
                                           p=w_vox / w_vox.sum())
