@@ -36,6 +36,13 @@ class GateConfig:
     # passing levels against the rival's 0-2.
     margin_levels_min: int = 2
     margin_levels_floor: float = 0.10
+    # A rival that passes as many levels as the best (a tie) is outvoted only when the best
+    # pose's levels hold this many times the rival's per-level inliers. On seeds
+    # 30000-35119 none of the 49 poses that reached the levels rule was wrong (wrong poses
+    # pass < 2 levels); five of the six ties had 1.21-1.51 times their rival's inliers
+    # (phantom:1 30003, 30007, 33111, ...), one 1.149; a one-level shift of identical
+    # vertebrae would tie near 1.0.
+    margin_levels_tie_inliers: float = 1.15
     max_facing_deg: float = 60.0       # back of the registered spine vs the line of sight
     min_level_coverage: float = 0.06   # supported / sensor-facing shell points of a level
     min_level_inliers: int = 100       # below it a level is not even tested for stability.

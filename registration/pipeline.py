@@ -203,16 +203,25 @@ def register(model, scan, levels: list | None = None,
     # like the best, must get fewer passing levels (see GateConfig).
     runner_pass = None
     outvote = False
+    tie_ratio = None
     if (runner is not None and cfg.gate.margin_levels_floor <= margin < cfg.gate.min_margin
             and len(exposed) >= cfg.gate.margin_levels_min):
         close = [h for h, s in rivals if (vs - s) / abs(vs) < cfg.gate.min_margin]
-        counts = []
+        counts, inliers = [], []
         for h in close or [runner]:
             T_r, per_r, _ = articulate(h, stability=True)
             counts.append(sum(gate_level(n, _level_quality(n, r, T_r, model, depth),
                                          cfg.gate) is None for n, r in per_r.items()))
+            inliers.append(sum(r["n_inliers"] for r in per_r.values()))
         runner_pass = max(counts)
         outvote = runner_pass < len(exposed)
+        if runner_pass == len(exposed):
+            # A tie in passing levels: the best must explain clearly more of the scan's
+            # bone, level by level, than every rival that ties (GateConfig).
+            mine = sum(r["n_inliers"] for r in per.values())
+            tied = [k for k, c in zip(inliers, counts) if c == runner_pass]
+            tie_ratio = mine / max(max(tied), 1)
+            outvote = tie_ratio >= cfg.gate.margin_levels_tie_inliers
     quality = {
         "facing_deg": facing_deg(T_best, model),
         "n_input_points": ps.n_input, "n_fine_points": int(len(ps.fine)),
@@ -225,6 +234,7 @@ def register(model, scan, levels: list | None = None,
         if runner is not None else None,
         "margin": margin, "best_kind": best.kind, "exposed_levels": exposed,
         "runner_up_levels_passing": runner_pass, "levels_outvote_runner_up": outvote,
+        "levels_tie_inlier_ratio": tie_ratio,
         "levels_hint": levels,
         "hypotheses": [{"kind": h.kind, "score": h.score} for h in scored[:12]],
         **{key: {k: (v[key] if np.isfinite(v[key]) else None) for k, v in level_q.items()}
