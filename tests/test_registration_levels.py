@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fresh_scans import fresh_scan, level_tre
 from test_registration_views import rot, ssm_surfaces
 
 from arspine.registration import prepare_model
@@ -136,19 +137,12 @@ def test_a_restart_ending_in_a_worse_minimum_is_not_instability():
     # Fresh scan phantom:1 seed 33119: L5 (514 inliers) lies 0.10 mm from the truth, but a
     # tilted restart ended 5.5 mm away in a minimum with clearly less support; counted, it
     # refused the level as "not stable". Only restarts that fit about as well count now.
-    from arspine.datasets.simulate import simulate_scan
-    from arspine.datasets.suites import load_anatomy
     from arspine.registration import register
-    from arspine.registration.metrics import tre_mm
 
-    an = load_anatomy("phantom:1")
-    model = prepare_model(surfaces=an.surfaces)
-    sim = simulate_scan(an, seed=33119, levels=["L3", "L4", "L5"], outlier_fraction=0.10,
-                        motion="moderate")
+    model, sim = fresh_scan("phantom:1", 33119, ["L3", "L4", "L5"])
     r = register(model, sim.cloud)
     q = r.quality["levels"]["L5"]
-    tre = np.sqrt(np.mean(tre_mm(r.vertebrae["L5"].T_sensor_from_ct, sim.truth["L5"],
-                                 sim.targets_ct_mm["L5"]) ** 2))
+    tre = level_tre(r, sim, "L5")
     assert tre < 0.5 and q["spread_restart_mm"] < 0.5, (tre, q)
     assert r.status == "ok" and r.vertebrae["L5"].status == "ok", r.vertebrae["L5"].reason
 
@@ -173,26 +167,17 @@ def test_thin_but_well_pinned_fresh_levels_are_accepted(anatomy, seed, levels, l
                                                         max_tre):
     # 113 and 133 inliers, 0.44 and 0.58 mm off: refused by the old 150-inlier floor although
     # their predicted error, spread and jackknife were all clean.
-    from arspine.datasets.simulate import simulate_scan
-    from arspine.datasets.suites import load_anatomy
     from arspine.registration import register
-    from arspine.registration.metrics import tre_mm
 
-    an = load_anatomy(anatomy)
-    model = prepare_model(surfaces=an.surfaces)
-    sim = simulate_scan(an, seed=seed, levels=levels, outlier_fraction=0.10,
-                        motion="moderate")
+    model, sim = fresh_scan(anatomy, seed, levels)
     r = register(model, sim.cloud)
     v = r.vertebrae[level]
-    tre = np.sqrt(np.mean(tre_mm(v.T_sensor_from_ct, sim.truth[level],
-                                 sim.targets_ct_mm[level]) ** 2))
     assert r.quality["levels"][level]["n_inliers"] < 150
     assert r.status == "ok" and v.status == "ok", (r.reason, v.reason)
-    assert tre < max_tre, tre
+    assert level_tre(r, sim, level) < max_tre
     for lv, w in r.vertebrae.items():  # and nothing accepted is wrong
         if w.status == "ok" and lv in sim.exposed_levels:
-            assert np.sqrt(np.mean(tre_mm(w.T_sensor_from_ct, sim.truth[lv],
-                                          sim.targets_ct_mm[lv]) ** 2)) < 2.0, lv
+            assert level_tre(r, sim, lv) < 2.0, lv
 
 
 def test_gate_level_rejects_an_unstable_fit_and_names_it():
