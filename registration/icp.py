@@ -14,7 +14,7 @@ import numpy as np
 
 from arspine.registration._kernels import icp_pairs_kernel, normal_equations_kernel
 
-__all__ = ["IcpResult", "icp_point_to_plane", "small_rigid"]
+__all__ = ["IcpResult", "icp_point_to_plane", "small_rigid", "tukey_weights", "plane_residuals"]
 
 
 @dataclass
@@ -123,10 +123,7 @@ def icp_point_to_plane(src: np.ndarray, src_normals: np.ndarray | None, nearest,
                 n = tgt_normals[idx[ok_idx]]
                 r = np.einsum("ij,ij->i", qi - m, n)
             c = min(tukey_c_mm, dmax)
-            w = np.where(np.abs(r) < c, (1 - (r / c) ** 2) ** 2, 0.0)
-            if front_c_mm is not None:
-                cf = min(front_c_mm, c)
-                w = np.where(r > 0, np.where(r < cf, (1 - (r / cf) ** 2) ** 2, 0.0), w)
+            w = tukey_weights(r, c, None if front_c_mm is None else min(front_c_mm, c))
             if patch_mm is not None and stage >= 1:
                 w = w * _patch_keep(m, r, w, patch_mm, patch_offset_mm)
             A, b = normal_equations_kernel(np.ascontiguousarray(qi), np.ascontiguousarray(n),
@@ -142,6 +139,27 @@ def icp_point_to_plane(src: np.ndarray, src_normals: np.ndarray | None, nearest,
                 converged = True
                 break
     return IcpResult(T, rmse, n_in, it_total, converged or it_total > 0, A)
+
+
+def tukey_weights(r: np.ndarray, c_mm: float, front_c_mm: float | None = None) -> np.ndarray:
+    """Tukey biweights of point-to-plane residuals ``r`` (mm; positive: in front of the
+    surface), width ``c_mm``, or ``front_c_mm`` for residuals in front when given."""
+    c = c_mm if front_c_mm is None else np.where(r > 0, front_c_mm, c_mm)
+    return np.where(np.abs(r) < c, (1 - (r / c) ** 2) ** 2, 0.0)
+
+
+def plane_residuals(T: np.ndarray, src: np.ndarray, src_normals: np.ndarray, nearest,
+                    tgt: np.ndarray, tgt_normals: np.ndarray, dmax_mm: float,
+                    normal_min_dot: float = 0.3) -> np.ndarray:
+    """Point-to-plane residuals (mm) of the scan points ``src`` (sensor) moved by ``T``
+    (``T_ct_from_sensor``) against their nearest model point within ``dmax_mm`` (``nearest``
+    into ``tgt``), for the pairs whose normals agree (dot > ``normal_min_dot``)."""
+    q = src @ T[:3, :3].T + T[:3, 3]
+    d, idx = nearest(q, dmax_mm)
+    ok = np.isfinite(d)
+    j = idx[ok]
+    agree = np.einsum("ij,ij->i", src_normals[ok] @ T[:3, :3].T, tgt_normals[j]) > normal_min_dot
+    return np.einsum("ij,ij->i", q[ok][agree] - tgt[j[agree]], tgt_normals[j[agree]])
 
 
 def _patch_keep(m: np.ndarray, r: np.ndarray, w: np.ndarray, patch_mm: float,

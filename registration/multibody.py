@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from arspine.registration._pc import unit
-from arspine.registration.icp import icp_point_to_plane
+from arspine.registration.icp import icp_point_to_plane, plane_residuals, tukey_weights
 from arspine.registration.model import grid_nearest
 
 __all__ = ["refine_levels", "level_motion", "predicted_tre", "level_targets"]
@@ -132,11 +132,12 @@ def refine_levels(T_whole: np.ndarray, pts: np.ndarray, nrm: np.ndarray, model,
             # A restart that ends in a clearly worse minimum (less robust support on the
             # level's points) is one the result already beat, not a sign the result is
             # unstable: only restarts that fit about as well count.
-            base = _support(T_l, pts[sel], nrm[sel], view, model)
+            P, N = pts[sel], nrm[sel]
+            base = _support(T_l, P, N, view, model)
             s_rst = 0.0
             for S in starts:
                 T_s = fit(S)[1]
-                if _support(T_s, pts[sel], nrm[sel], view, model) >= restart_support_frac * base:
+                if _support(T_s, P, N, view, model) >= restart_support_frac * base:
                     s_rst = max(s_rst, _target_rms(T_l, T_s, targets))
             # Spatial jackknife: leave out one quadrant (left/right x cranial/caudal of the
             # level's centre) at a time. A pose held up by one region (a tissue patch, a
@@ -166,14 +167,8 @@ def _support(T: np.ndarray, P: np.ndarray, N: np.ndarray, view, model, c: float 
     """Robust support of a level's scan points ``P`` (normals ``N``) at ``T``
     (``T_ct_from_sensor``): sum of the Tukey weights the per-level ICP gives them (width ``c``
     mm, ``cf`` mm in front of the surface, normals agreeing)."""
-    q = P @ T[:3, :3].T + T[:3, 3]
-    d, j = view.nearest(q, c)
-    ok = np.isfinite(d)
-    jj = j[ok]
-    agree = np.einsum("ij,ij->i", N[ok] @ T[:3, :3].T, model.normals[jj]) > 0.3
-    r = np.einsum("ij,ij->i", q[ok] - model.points[jj], model.normals[jj])[agree]
-    cc = np.where(r > 0, cf, c)
-    return float(np.sum(np.where(np.abs(r) < cc, (1 - (r / cc) ** 2) ** 2, 0.0)))
+    r = plane_residuals(T, P, N, view.nearest, model.points, model.normals, c)
+    return float(np.sum(tukey_weights(r, c, cf)))
 
 
 def _rotation_about(axis: np.ndarray, angle_rad: float, center: np.ndarray) -> np.ndarray:

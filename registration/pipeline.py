@@ -26,7 +26,7 @@ from arspine.errors import InputError
 from arspine.navigation.frames import RigidTransform
 from arspine.registration.gate import GateConfig, gate_level, gate_whole, single_level_suffices
 from arspine.registration.global_ import DepthImage, facing_deg, global_search, visibility_score
-from arspine.registration.icp import icp_point_to_plane
+from arspine.registration.icp import icp_point_to_plane, plane_residuals
 from arspine.registration.multibody import level_motion, refine_levels
 from arspine.registration.preprocess import ScanConfig, prepare_scan
 from arspine.registration.result import RegistrationResult, VertebraResult
@@ -64,15 +64,9 @@ def _as_model(model):
 
 
 def _inlier_stats(T: np.ndarray, pts: np.ndarray, nrm: np.ndarray, model, tau: float):
-    q = pts @ T[:3, :3].T + T[:3, 3]
-    d, idx = model.nearest(q, tau)
-    ok = np.isfinite(d)
-    idx_ok = idx[ok]
-    agree = np.einsum("ij,ij->i", nrm[ok] @ T[:3, :3].T, model.normals[idx_ok]) > 0.3
-    r = np.einsum("ij,ij->i", q[ok][agree] - model.points[idx_ok[agree]],
-                  model.normals[idx_ok[agree]])
+    r = plane_residuals(T, pts, nrm, model.nearest, model.points, model.normals, tau)
     rmse = float(np.sqrt(np.mean(r**2))) if len(r) else float("inf")
-    return int(agree.sum()), rmse
+    return int(len(r)), rmse
 
 
 def _describe(kind: str, best_levels: list, model) -> str:
